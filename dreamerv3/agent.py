@@ -1,0 +1,302 @@
+"""The DreamerV3 agent: world model, actor and critic trained in imagination.
+
+Seams for extensions (set by config, see dreamerv3/extensions.py):
+  - imag_reward(states, feat) -> reward used in imagination
+  - recon_weights(data) -> {image key: per-pixel weights} for the image loss
+  - priority signals: train() returns outs['priority'] ([B, T]) chosen by
+    config.priosignal from the per-step losses of the same forward pass
+"""
+
+import elements
+import jax
+import jax.numpy as jnp
+import ninjax as nj
+import numpy as np
+
+import embodied.jax.functional as fn
+from embodied.jax import nets, outs
+from embodied.jax.opt import Optimizer
+
+from . import rssm
+
+f32 = jnp.float32
+sg = jax.lax.stop_gradient
+
+
+class Head(nj.Module):
+  """MLP followed by an output distribution."""
+
+  kind: str = 'mse'
+  layers: int = 1
+  units: int = 1024
+  act: str = 'silu'
+  norm: str = 'rms'
+  outscale: float = 1.0
+  bins: int = 255
+  unimix: float = 0.01
+  minstd: float = 0.1
+  maxstd: float = 1.0
+
+  def __init__(self, space=None):
+    self.space = space
+
+  def __call__(self, feat):
+    x = self.sub('mlp', nets.MLP, layers=self.layers, units=self.units, act=self.act,
+                 norm=self.norm)(feat)
+    if self.kind == 'twohot':
+      logits = self.sub('out', nets.Linear, units=self.bins,
+                        outscale=self.outscale)(x)
+      return outs.TwoHot(logits, outs.symexp_bins(self.bins))
+    if self.kind == 'binary':
+      logit = self.sub('out', nets.Linear, units=1, outscale=self.outscale)(x)
+      return outs.Binary(logit[..., 0])
+    if self.kind == 'categorical':
+      logits = self.sub('out', nets.Linear, units=int(self.space.classes),
+                        outscale=self.outscale)(x)
+      return outs.Categorical(logits, self.unimix)
+    if self.kind == 'bounded_normal':
+      size = self.space.shape[0]
+      x = self.sub('out', nets.Linear, units=2 * size, outscale=self.outscale)(x)
+      return outs.BoundedNormal(x[..., :size], x[..., size:], self.minstd,
+                                self.maxstd)
+    raise ValueError(f"Unknown head kind '{self.kind}'")
+
+
+class Policy(nj.Module):
+  """One action head per action key; joint log-probs and entropies."""
+
+  def __init__(self, act_space, **head):
+    self.act_space = act_space
+    self.heads = {}
+    for key, space in sorted(act_space.items()):
+      if space.discrete:
+        if space.shape != ():
+          raise ValueError(
+              f"Discrete action '{key}' must be a scalar, got {space.shape}")
+        kind = 'categorical'
+      else:
+        if len(space.shape) != 1:
+          raise ValueError(
+              f"Continuous action '{key}' must be a vector, got {space.shape}")
+        kind = 'bounded_normal'
+      self.heads[key] = Head(space, kind=kind, **head, name=f'head_{key}')
+
+  def __call__(self, feat):
+    return {k: h(feat) for k, h in self.heads.items()}
+
+
+class Normalize(nj.Module):
+  """EMA of the lo-hi percentile range of returns; the scale is floored so
+  small returns are not amplified."""
+
+  rate: float = 0.01
+  limit: float = 1.0
+  perclo: float = 0.05
+  perchi: float = 0.95
+
+  def __call__(self, x, update=True):
+    lo = self.value('lo', jnp.zeros, (), f32)
+    hi = self.value('hi', jnp.zeros, (), f32)
+    if update:
+      x = sg(x).reshape(-1).astype(f32)
+      lo = self.write('lo', (1 - self.rate) * lo +
+                      self.rate * jnp.percentile(x, 100 * self.perclo))
+      hi = self.write('hi', (1 - self.rate) * hi +
+                      self.rate * jnp.percentile(x, 100 * self.perchi))
+    return jnp.maximum(self.limit, hi - lo)
+
+
+class Dreamer(nj.Module):
+
+  def __init__(self, obs_space, act_space, config):
+    self.config = c = config
+    self.obs_space = obs_space
+    self.act_space = act_space
+    self.enc = rssm.Encoder(obs_space, **c.enc, name='enc')
+    self.dyn = rssm.RSSM(act_space, **c.dyn, name='dyn')
+    self.dec = rssm.Decoder(obs_space, **c.dec, name='dec')
+    self.rew = Head(**c.rewhead, name='rew')
+    self.con = Head(**c.conhead, name='con')
+    self.pol = Policy(act_space, **c.policy, name='pol')
+    self.val = Head(**c.value, name='val')
+    self.slowval = Head(**c.value, name='slowval')
+    self.retnorm = Normalize(**c.retnorm, name='retnorm')
+    self.opt = Optimizer(
+        [self.enc, self.dyn, self.dec, self.rew, self.con, self.pol,
+         self.val], **c.opt, name='opt')
+    # Extension seams; replaced by dreamerv3.extensions according to config.
+    self.imag_reward = lambda states, feat: self.rew(feat).pred()
+    self.recon_weights = lambda data: {}
+
+  def ext_space(self):
+    """Per-step keys that train() writes back into replay (RSSM latents that
+    start the next sequence from its replay context), compactly stored."""
+    if not self.config.replay_context:
+      return {}
+    return {
+        'deter': elements.Space(np.float16, (self.dyn.deter,)),
+        'stoch': elements.Space(np.int8, (self.dyn.stoch,))}
+
+  # Acting.
+
+  def init_policy(self, batch_size):
+    act = jnp.zeros((batch_size, self._act_size()), f32)
+    return (self.dyn.initial(batch_size), act)
+
+  def policy(self, carry, obs, mode='train'):
+    state, prevact = carry
+    tokens = self.enc(obs, bdims=1)
+    state, _ = self.dyn.obs_step(state, tokens, prevact, obs['is_first'])
+    dists = self.pol(self.dyn.feat(state))
+    if mode == 'eval' and self.config.eval_greedy:
+      act = {k: d.pred() for k, d in dists.items()}
+    else:
+      act = {k: d.sample(nj.seed()) for k, d in dists.items()}
+    act = {k: v.astype(self.act_space[k].dtype) for k, v in act.items()}
+    prevact = rssm.prep_action(self.act_space, act)
+    return (state, prevact), act, {}
+
+  # Learning.
+
+  def train(self, data):
+    metrics, (outs_, aux) = self.opt(self.loss, data)
+    self._update_slow()
+    metrics.update(aux)
+    return outs_, metrics
+
+  def report(self, data):
+    _, (_, metrics) = self.loss(data)
+    return metrics
+
+  def loss(self, data):
+    c = self.config
+    K = c.replay_context
+    B, T = data['is_first'].shape[0], data['is_first'].shape[1] - K
+    act = rssm.prep_action(self.act_space, {k: data[k] for k in self.act_space})
+    # Step t consumes the action chosen at step t - 1.
+    prevact = jnp.concatenate([jnp.zeros_like(act[:, :1]), act[:, :-1]], 1)
+    prevact = prevact[:, K:]
+    carry = self._context(data, B, K)
+    obs = {k: v[:, K:] for k, v in data.items() if k in self.obs_space}
+    tokens = self.enc(obs)
+    _, entries = self.dyn.observe(carry, tokens, prevact, obs['is_first'])
+    feat = self.dyn.feat(entries)
+
+    losses, metrics = {}, {}
+    kl = self.dyn.losses(entries)
+    losses['dyn'], losses['rep'] = kl['dyn'], kl['rep']
+    weights = self.recon_weights(obs)
+    recs = {}
+    for key, dist in self.dec(feat).items():
+      recs[key] = dist.loss(obs[key], weights.get(key)) \
+          if key in weights else dist.loss(obs[key])
+    losses['rec'] = sum(recs.values())
+    losses['rew'] = self.rew(feat).loss(obs['reward'])
+    losses['con'] = self.con(feat).loss(1.0 - obs['is_terminal'].astype(f32))
+
+    # Imagination from every posterior state.
+    start = jax.tree.map(
+        lambda x: sg(x).reshape((B * T, *x.shape[2:])),
+        {'deter': entries['deter'], 'stoch': entries['stoch']})
+    policy = lambda f: {k: d.sample(nj.seed())
+                        for k, d in self.pol(sg(f)).items()}
+    states, actions = self.dyn.imagine(start, policy, c.imag_length)
+    states = sg(states)
+    actions = sg(actions)
+    ifeat = self.dyn.feat(states)
+    rew = self.imag_reward(states, ifeat)
+    con = self.con(ifeat).prob()
+    con = con.at[:, 0].set(1.0 - obs['is_terminal'].reshape(-1).astype(f32))
+    val = self.val(ifeat).pred()
+    disc = 1 - 1 / c.horizon
+    ret = fn.lambda_return(rew[:, 1:], val, con[:, 1:], disc, c.lam)
+    weight = sg(jnp.cumprod(disc * con, 1) / disc)[:, :-1]
+    scale = self.retnorm(ret)
+    adv = (ret - val[:, :-1]) / scale
+
+    dists = self.pol(ifeat[:, :-1])
+    logp = sum(d.logp(actions[k][:, :-1]) for k, d in dists.items())
+    ent = sum(d.entropy() for d in dists.values())
+    losses['policy'] = -(logp * sg(adv) + c.entropy * ent) * weight
+    vdist = self.val(ifeat[:, :-1])
+    slow = self.slowval(ifeat[:, :-1]).pred()
+    losses['value'] = (vdist.loss(sg(ret)) +
+                       c.slowreg * vdist.loss(sg(slow))) * weight
+
+    # Replay value loss: critic on posterior states, with lambda returns of
+    # the real rewards bootstrapped by the imagined returns.
+    boot = ret[:, 0].reshape(B, T)
+    last = obs['is_last'].astype(f32)
+    term = obs['is_terminal'].astype(f32)
+    lam = c.lam * (1 - last[:, 1:])
+    rret = fn.lambda_return(
+        obs['reward'][:, 1:].astype(f32), boot, 1 - term[:, 1:], disc, lam)
+    rmask = 1 - last[:, :-1]
+    rdist = self.val(feat[:, :-1])
+    rslow = self.slowval(feat[:, :-1]).pred()
+    losses['repval'] = (rdist.loss(sg(rret)) +
+                        c.slowreg * rdist.loss(sg(rslow))) * rmask
+
+    total = sum(c.loss_scales[k] * v.mean() for k, v in losses.items())
+
+    metrics.update({f'loss/{k}': v.mean() for k, v in losses.items()})
+    metrics.update({f'loss/rec_{k}': v.mean() for k, v in recs.items()})
+    metrics.update({
+        'dyn/kl_dyn_raw': kl['dyn_raw'].mean(),
+        'dyn/kl_rep_raw': kl['rep_raw'].mean(),
+        'dyn/post_ent': kl['post_ent'].mean(),
+        'dyn/prior_ent': kl['prior_ent'].mean(),
+        'ac/ret': ret.mean(), 'ac/val': val.mean(), 'ac/adv': adv.mean(),
+        'ac/adv_std': adv.std(), 'ac/retnorm_scale': scale,
+        'ac/entropy': ent.mean(), 'ac/imag_rew': rew.mean(),
+        'ac/imag_con': con.mean(),
+        'data/reward': obs['reward'].astype(f32).mean(),
+        'data/is_terminal': term.mean(),
+    })
+
+    outs_ = {}
+    if K:
+      outs_['replay'] = {
+          'stepid': data['stepid'][:, K:],
+          'deter': sg(entries['deter']).astype(jnp.float16),
+          'stoch': jnp.argmax(entries['stoch'], -1).astype(jnp.int8)}
+    signals = {
+        'uncertainty': kl['dyn_raw'], 'model': kl['dyn_raw'] + kl['rep_raw'],
+        'recon': losses['rec'], 'value': None}
+    if c.priosignal != 'none':
+      if c.priosignal not in signals:
+        raise ValueError(
+            f"Unknown priosignal '{c.priosignal}', choose from "
+            f"{['none', *signals]}")
+      if c.priosignal == 'value':
+        signal = jnp.abs(rdist.pred() - rret)
+        signal = jnp.concatenate([signal, signal[:, -1:]], 1)
+      else:
+        signal = signals[c.priosignal]
+      outs_['priority'] = {
+          'stepid': data['stepid'][:, K:], 'value': sg(signal).astype(f32)}
+    return total, (outs_, metrics)
+
+  def _context(self, data, B, K):
+    """Initial RSSM state: latents stored in replay at step K - 1 by an
+    earlier train step (zeros where none was stored yet; obs_step resets the
+    state anyway where step K starts an episode)."""
+    if not K or 'deter' not in data:
+      return self.dyn.initial(B)
+    deter = data['deter'][:, K - 1].astype(f32)
+    stoch = jax.nn.one_hot(data['stoch'][:, K - 1].astype(jnp.int32),
+                           self.dyn.classes, dtype=f32)
+    return {'deter': deter, 'stoch': stoch}
+
+  def _update_slow(self):
+    rate = self.config.slow_rate
+    fast = self.val.values
+    ctx = nj.context()
+    for key, value in fast.items():
+      path = f'{self.slowval.path}/{key}'
+      ctx[path] = (1 - rate) * ctx[path] + rate * value
+
+  def _act_size(self):
+    dummy = {k: jnp.zeros((1, *s.shape), s.dtype)
+             for k, s in self.act_space.items()}
+    return rssm.prep_action(self.act_space, dummy).shape[-1]

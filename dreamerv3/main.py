@@ -1,0 +1,236 @@
+"""Entry point: python dreamerv3/main.py --configs atari size12m --logdir ...
+
+Turns the config into objects and starts the selected run script. This is
+the only place that reads the whole config. All validation happens before
+anything in the logdir is written.
+"""
+
+import functools
+import os
+import pathlib
+import re
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import elements  # noqa: E402
+import ruamel.yaml as yaml  # noqa: E402
+
+import embodied  # noqa: E402
+
+SCRIPTS = ('train', 'train_eval', 'eval_only')
+
+# Keys that shape parameters or stored data: a logdir written with other
+# values cannot be resumed.
+STRUCTURAL = (
+    r'task', r'replay_context', r'replay\.chunksize', r'agent\.enc\..*',
+    r'agent\.dec\..*', r'agent\.dyn\..*', r'agent\.rewhead\..*',
+    r'agent\.conhead\..*', r'agent\.policy\..*', r'agent\.value\..*',
+    r'env\.size')
+
+
+class ConfigError(Exception):
+  pass
+
+
+def load_blocks(path=ROOT / 'configs.yaml'):
+  return yaml.YAML(typ='safe').load(pathlib.Path(path).read_text())
+
+
+def parse(argv, blocks=None):
+  """argv -> resolved elements.Config. Raises ConfigError with a message
+  that names the offending block, key or value."""
+  blocks = blocks or load_blocks()
+  parsed, other = elements.Flags(configs=['defaults']).parse_known(argv)
+  config = elements.Config(blocks['defaults'])
+  for name in parsed.configs:
+    if name == 'defaults':
+      continue
+    if name not in blocks:
+      raise ConfigError(
+          f"Unknown config block '{name}'. Available blocks: "
+          f"{', '.join(k for k in blocks if k != 'defaults')}")
+    try:
+      config = config.update(blocks[name])
+    except (KeyError, TypeError) as e:
+      raise ConfigError(f"In config block '{name}': {_msg(e)}") from None
+  try:
+    config = elements.Flags(config).parse(other)
+  except (KeyError, TypeError, ValueError) as e:
+    raise ConfigError(_msg(e)) from None
+  if config.script not in SCRIPTS:
+    raise ConfigError(
+        f"Unknown script '{config.script}', choose from {', '.join(SCRIPTS)}")
+  return config
+
+
+def _msg(e):
+  text = str(e.args[0]) if e.args else str(e)
+  return text.replace("Flag '", "Unknown config key '").replace(
+      "' did not match any config keys.", "'.")
+
+
+def check_logdir(config, logdir):
+  """Refuse to resume a logdir whose saved config differs in structure."""
+  path = elements.Path(logdir) / 'config.yaml'
+  if not path.exists():
+    return
+  old = elements.Config.load(path).flat
+  new = config.flat
+  diffs = []
+  for key in sorted(set(old) | set(new)):
+    if not any(re.fullmatch(p, key) for p in STRUCTURAL):
+      continue
+    if old.get(key) != new.get(key):
+      diffs.append(f'  {key}: logdir has {old.get(key)!r}, now {new.get(key)!r}')
+  if diffs:
+    raise ConfigError(
+        f'The logdir {logdir} holds a run with an incompatible config:\n' +
+        '\n'.join(diffs) + '\nUse a new --logdir or the same settings.')
+
+
+def write_config(config, logdir):
+  logdir = elements.Path(logdir)
+  logdir.mkdir()
+  tmp = logdir / 'config.tmp.yaml'
+  config.save(tmp)
+  os.replace(str(tmp), str(logdir / 'config.yaml'))
+
+
+def make_env(config, index, **overrides):
+  from embodied import envs
+  kwargs = dict(config.env.get(config.task.split('_', 1)[0], {}))
+  kwargs.update(overrides)
+  return envs.make(
+      config.task, seed=config.seed * 10007 + index,
+      length=config.env.length, size=tuple(config.env.size), **kwargs)
+
+
+def make_agent(config, obs_space, act_space):
+  from embodied import jax as ejax
+  from dreamerv3.agent import Dreamer
+  agent_config = elements.Config(
+      **config.agent, batch_size=config.batch_size,
+      batch_length=config.batch_length, replay_context=config.replay_context,
+      jax=config.jax)
+  agent = ejax.Agent(Dreamer, obs_space, act_space, agent_config,
+                     seed=config.seed)
+  counts = agent.param_counts()
+  print('Parameters: ' + ', '.join(
+      f'{k} {v:,}' for k, v in sorted(counts.items())) +
+      f' (total {sum(counts.values()):,})')
+  return agent
+
+
+def make_replay(config, name, directory=True):
+  length = config.batch_length + config.replay_context
+  path = elements.Path(config.logdir) / name if directory else None
+  return embodied.Replay(
+      length=length, capacity=int(config.replay.size),
+      chunksize=config.replay.chunksize, online=config.replay.online,
+      directory=path, seed=config.seed)
+
+
+def make_logger(config):
+  from embodied.run.common import JSONL, Summary
+  logdir = elements.Path(config.logdir)
+  step = elements.Counter()
+  outputs = []
+  for name in config.logger.outputs:
+    if name == 'terminal':
+      outputs.append(Summary(config.script))
+    elif name == 'jsonl':
+      outputs.append(JSONL(logdir, 'metrics.jsonl'))
+      outputs.append(JSONL(
+          logdir, 'scores.jsonl', r'^(episode|eval_episode)/(score|length)$'))
+    elif name == 'scope':
+      outputs.append(elements.logger.ScopeOutput(
+          logdir / 'scope', fps=config.logger.fps))
+    elif name == 'tensorboard':
+      outputs.append(elements.logger.TensorBoardOutput(
+          str(logdir / 'tensorboard'), fps=config.logger.fps))
+    elif name == 'wandb':
+      outputs.append(elements.logger.WandBOutput(
+          name=logdir.name, project=config.logger.wandb_project,
+          config=dict(config)))
+    else:
+      raise ConfigError(
+          f"Unknown logger output '{name}' (logger.outputs): choose from "
+          'terminal, jsonl, scope, tensorboard, wandb')
+  return elements.Logger(step, outputs)
+
+
+def check_outputs(config):
+  for name in config.logger.outputs:
+    if name == 'tensorboard':
+      try:
+        import tensorboardX  # noqa: F401
+      except ImportError:
+        raise ConfigError(
+            "logger.outputs has 'tensorboard' but tensorboardX is not "
+            "installed: pip install tensorboardX") from None
+    if name == 'wandb':
+      try:
+        import wandb  # noqa: F401
+      except ImportError:
+        raise ConfigError(
+            "logger.outputs has 'wandb' but wandb is not installed: "
+            "pip install wandb") from None
+
+
+def main(argv=None):
+  config = parse(sys.argv[1:] if argv is None else argv)
+  if not config.logdir:
+    stamp = elements.timestamp()
+    config = config.update(logdir=f'~/logdir/{stamp}-{config.task}')
+  logdir = elements.Path(os.path.expanduser(config.logdir))
+  config = config.update(logdir=str(logdir))
+  check_logdir(config, logdir)
+  check_outputs(config)
+
+  # Build one env first: an unknown task fails here, before the logdir.
+  from embodied import envs
+  try:
+    env = make_env(config, 0)
+  except envs.UnknownTaskError as e:
+    raise ConfigError(str(e)) from None
+  obs_space, act_space = env.obs_space, env.act_space
+  env.close()
+
+  from embodied import jax as ejax
+  ejax.setup(config.jax.platform, config.jax.compute_dtype,
+             config.jax.debug_nans, config.jax.xla_flags)
+
+  print(f'Logdir: {logdir}')
+  print(f'Task: {config.task}')
+  print('Observations: ' + ', '.join(
+      f'{k} {v.dtype.name}{v.shape}' for k, v in obs_space.items()))
+  print('Actions: ' + ', '.join(
+      f'{k} {v.dtype.name}{v.shape}' for k, v in act_space.items()))
+  write_config(config, logdir)
+
+  from embodied import run
+  fn = getattr(run, config.script)
+  args = elements.Config(
+      **config.run, logdir=str(logdir), batch_size=config.batch_size,
+      batch_length=config.batch_length,
+      replay_context=config.replay_context)
+  fn(functools.partial(make_agent, config, obs_space, act_space),
+     functools.partial(make_replay, config),
+     functools.partial(make_env, config),
+     functools.partial(make_logger, config),
+     args)
+
+
+def cli():
+  from embodied.jax import PlatformError
+  try:
+    main()
+  except (ConfigError, PlatformError) as e:
+    print(f'Error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  cli()

@@ -1,0 +1,11 @@
+"""Framework-free pieces: env interface and wrappers, driver, replay, samplers,
+limiters. NumPy only, no JAX."""
+
+from .base import Env, Wrapper
+from .driver import Driver
+from .limiters import RatioLimiter
+from .replay import Replay
+from .samplers import Sampler, Uniform
+
+from . import wrappers
+from .checkpoint import Checkpoint

@@ -1,0 +1,371 @@
+"""Chunked sequence replay buffer.
+
+Each worker stream writes consecutive steps into its own chunk slot of
+preallocated per-key arrays [num_slots, chunksize, ...]. A new chunk starts
+with a copy of the last length - 1 steps of the stream's previous chunk, so
+every window of `length` consecutive stream steps lies inside exactly one
+chunk and sampling is a single fancy-index gather per key.
+
+Ids: the step at (slot, pos) has stepid slot * chunksize + pos; the item
+(sequence) starting there has the same id.
+"""
+
+import collections
+import threading
+import uuid
+import warnings
+
+import elements
+import numpy as np
+
+from . import samplers
+
+
+class Replay:
+
+  def __init__(
+      self, length, capacity, chunksize=1024, online=False, sampler=None,
+      directory=None, seed=0):
+    length, chunksize = int(length), int(chunksize)
+    if length < 1:
+      raise ValueError(f'Sequence length must be positive, got {length}.')
+    if chunksize <= length:
+      raise ValueError(
+          f'Replay chunksize ({chunksize}) must be larger than the sequence '
+          f'length ({length}).')
+    self.length = length
+    self.capacity = int(capacity)
+    self.chunksize = chunksize
+    self.online = online
+    self.num_slots = max(2, -(-self.capacity // chunksize))
+    self.sampler = samplers.Uniform(seed) if sampler is None else sampler
+    self.directory = directory and elements.Path(directory)
+    if self.directory:
+      self.directory.mkdir()
+    self._lock = threading.Lock()
+    self._reset()
+
+  def _reset(self):
+    n = self.num_slots
+    self._data = {}  # key -> array [num_slots, chunksize, *shape]
+    self._fill = np.zeros(n, np.int64)      # steps written into the slot
+    self._used = np.zeros(n, bool)          # slot holds a live chunk
+    self._current = np.zeros(n, bool)       # a stream is writing into it
+    self._created = np.zeros(n, np.int64)   # creation order, for FIFO
+    self._gen = np.zeros(n, np.int64)       # bumped on every reuse
+    self._dup = np.zeros(n, np.int64)       # leading steps also in prev chunk
+    self._prev = np.full(n, -1, np.int64)   # stream's previous chunk slot
+    self._names = [None] * n                # chunk file, once written
+    self._streams = {}  # worker -> {'slot': int, 'count': steps ever added}
+    self._queue = collections.deque()  # online item ids, oldest first
+    self._chunks = 0
+    self._inserts = 0
+    self._samples = 0
+    self._evictions = 0
+
+  def __len__(self):
+    with self._lock:
+      return self._size()
+
+  def _size(self):
+    # Copied prefixes count once, while the chunk they came from is alive.
+    return int((self._fill - self._dup)[self._used].sum())
+
+  def stats(self):
+    with self._lock:
+      return {
+          'replay/size': self._size(),
+          'replay/items': len(self.sampler),
+          'replay/chunks': int(self._used.sum()),
+          'replay/inserts': self._inserts,
+          'replay/samples': self._samples,
+          'replay/evictions': self._evictions,
+          'replay/online_queue': len(self._queue),
+      }
+
+  # Writing.
+
+  def add(self, step, worker=0):
+    with self._lock:
+      pending = self._add(step, worker)
+    if pending:
+      self._write_chunk(*pending)
+
+  def _add(self, step, worker):
+    step = {k: v for k, v in step.items() if not k.startswith('log/')}
+    if 'stepid' in step:
+      raise ValueError("'stepid' is reserved for replay storage ids.")
+    stream = self._streams.get(worker)
+    if stream is None:
+      stream = self._streams[worker] = {'slot': self._open_chunk(-1),
+                                        'count': 0}
+    elif self._fill[stream['slot']] == self.chunksize:
+      stream['slot'] = self._open_chunk(stream['slot'])
+    slot = stream['slot']
+    pos = self._fill[slot]
+    for key, value in step.items():
+      value = np.asarray(value)
+      if key not in self._data:
+        self._allocate(key, value.dtype, value.shape)
+      self._data[key][slot, pos] = value
+    self._fill[slot] = pos + 1
+    stream['count'] += 1
+    self._inserts += 1
+    if pos + 1 >= self.length:
+      itemid = slot * self.chunksize + pos + 1 - self.length
+      self.sampler.insert(np.array([itemid], np.int64))
+      # Non-overlapping windows of the stream, so each step is trained on.
+      if self.online and (stream['count'] - self.length) % self.length == 0:
+        self._queue.append(itemid)
+    if pos + 1 == self.chunksize and self.directory:
+      content = {k: v[slot].copy() for k, v in self._data.items()}
+      return slot, self._gen[slot], content
+    return None
+
+  def _allocate(self, key, dtype, shape):
+    # Zeros are lazily committed by the OS, so large capacities are cheap
+    # until written.
+    self._data[key] = np.zeros(
+        (self.num_slots, self.chunksize, *shape), dtype)
+
+  def _open_chunk(self, prev):
+    """Takes a slot for a new chunk of the stream, continuing from prev."""
+    free = np.flatnonzero(~self._used)
+    if len(free):
+      slot = int(free[0])
+    else:
+      candidates = np.flatnonzero(~self._current)
+      if not len(candidates):
+        raise RuntimeError(
+            f'Replay has no chunk slot to evict: worker streams are writing '
+            f'into all {self.num_slots} slots. Increase the capacity to more '
+            f'than (workers + 1) * chunksize.')
+      slot = int(candidates[np.argmin(self._created[candidates])])
+      self._evict(slot)
+      for value in self._data.values():
+        value[slot] = 0
+    keep = self.length - 1
+    if prev >= 0:
+      for value in self._data.values():
+        value[slot, :keep] = value[prev, self.chunksize - keep:]
+      self._current[prev] = False
+    self._fill[slot] = keep if prev >= 0 else 0
+    self._dup[slot] = keep if prev >= 0 else 0
+    self._prev[slot] = prev
+    self._used[slot] = True
+    self._current[slot] = True
+    self._created[slot] = self._chunks
+    self._gen[slot] += 1
+    self._names[slot] = None
+    self._chunks += 1
+    return slot
+
+  def _evict(self, slot):
+    self._unlink(slot, self._fill[slot])
+    if self._names[slot]:
+      self._delete_file(self._names[slot])
+    self._used[slot] = False
+    self._fill[slot] = 0
+    self._dup[slot] = 0
+    self._prev[slot] = -1
+    self._names[slot] = None
+    self._evictions += 1
+
+  def _unlink(self, slot, fill):
+    """Removes the chunk's items from the sampler and online queue."""
+    self.sampler.remove(self._slot_items(slot, fill))
+    if self._queue:
+      self._queue = collections.deque(
+          i for i in self._queue if i // self.chunksize != slot)
+    # The successor's copied prefix is now the only copy of those steps.
+    successors = self._prev == slot
+    self._dup[successors] = 0
+    self._prev[successors] = -1
+
+  def _slot_items(self, slot, fill=None):
+    fill = self._fill[slot] if fill is None else fill
+    count = max(0, int(fill) - self.length + 1)
+    return slot * self.chunksize + np.arange(count, dtype=np.int64)
+
+  # Reading.
+
+  def sample(self, batch_size):
+    batch_size = int(batch_size)
+    with self._lock:
+      online = []
+      while self._queue and len(online) < batch_size:
+        online.append(self._queue.popleft())
+      itemids = np.array(online, np.int64)
+      if len(online) < batch_size:
+        if not len(self.sampler):
+          raise ValueError(
+              f'Replay has no complete sequence of length {self.length} to '
+              f'sample yet; add more steps first.')
+        rest = self.sampler.sample(batch_size - len(online))
+        itemids = np.concatenate([itemids, np.asarray(rest, np.int64)])
+      slot, pos = np.divmod(itemids, self.chunksize)
+      index = pos[:, None] + np.arange(self.length)
+      batch = {k: v[slot[:, None], index] for k, v in self._data.items()}
+      batch['stepid'] = slot[:, None] * self.chunksize + index
+      self._samples += batch_size
+    return batch
+
+  def update(self, stepid, values):
+    stepid = np.asarray(stepid, np.int64)
+    flat = stepid.reshape(-1)
+    with self._lock:
+      # Drop writes to steps not stored (anymore), so a late update cannot
+      # leave values ahead of a reused chunk's write position.
+      slot, pos = np.divmod(flat, self.chunksize)
+      valid = self._used[slot] & (pos < self._fill[slot])
+      for key, value in values.items():
+        value = np.asarray(value)
+        if value.shape[:stepid.ndim] != stepid.shape:
+          raise ValueError(
+              f"Update '{key}' has shape {value.shape}, expected leading "
+              f'dims {stepid.shape} matching stepid.')
+        shape = value.shape[stepid.ndim:]
+        if key not in self._data:
+          self._allocate(key, value.dtype, shape)
+        target = self._data[key]
+        value = value.reshape(-1, *shape)
+        target.reshape(-1, *shape)[flat[valid]] = value[valid]
+
+  def prioritize(self, stepid, priority):
+    with self._lock:
+      self.sampler.prioritize(np.asarray(stepid), np.asarray(priority))
+
+  # Persistence.
+
+  def _write_chunk(self, slot, gen, content):
+    """Writes a completed chunk outside the lock, then records its name."""
+    name = f'{uuid.uuid4().hex}-{self.chunksize}.npz'
+    temp = self.directory / (name + '.tmp')
+    with temp.open('wb') as f:
+      np.savez(f, **content)
+    temp.move(self.directory / name)
+    with self._lock:
+      if self._gen[slot] == gen and self._used[slot]:
+        self._names[slot] = name
+        return
+    # Evicted while writing; the file is not part of the buffer.
+    self._delete_file(name)
+
+  def _delete_file(self, name):
+    try:
+      (self.directory / name).remove()
+    except FileNotFoundError:
+      pass
+
+  def save(self):
+    with self._lock:
+      slots = {}
+      for slot in np.flatnonzero(self._used):
+        slot = int(slot)
+        fill = int(self._fill[slot])
+        info = {
+            'fill': fill, 'current': bool(self._current[slot]),
+            'created': int(self._created[slot]), 'dup': int(self._dup[slot]),
+            'prev': int(self._prev[slot]), 'name': self._names[slot]}
+        if not info['name']:
+          info['data'] = {k: v[slot, :fill].copy()
+                          for k, v in self._data.items()}
+        slots[slot] = info
+      return {
+          'version': 1,
+          'length': self.length,
+          'chunksize': self.chunksize,
+          'specs': {k: (v.dtype.str, v.shape[2:])
+                    for k, v in self._data.items()},
+          'slots': slots,
+          'streams': {w: dict(s) for w, s in self._streams.items()},
+          'queue': list(self._queue),
+          'counters': {
+              'chunks': self._chunks, 'inserts': self._inserts,
+              'samples': self._samples, 'evictions': self._evictions},
+          'sampler': self.sampler.save(),
+      }
+
+  def load(self, data):
+    with self._lock:
+      self._load(data)
+      # Completed chunks without a file (pickled in the checkpoint, or whose
+      # write was in flight at save time) get one, keeping later saves small.
+      pending = []
+      for slot in np.flatnonzero(self._used) if self.directory else []:
+        if self._fill[slot] == self.chunksize and not self._names[slot]:
+          content = {k: v[slot].copy() for k, v in self._data.items()}
+          pending.append((slot, self._gen[slot], content))
+    for args in pending:
+      self._write_chunk(*args)
+
+  def _load(self, data):
+    """Replaces the buffer contents; the caller holds the lock."""
+    if (data['length'], data['chunksize']) != (self.length, self.chunksize):
+      raise ValueError(
+          f"Replay checkpoint has length {data['length']} and chunksize "
+          f"{data['chunksize']}, this replay {self.length} and "
+          f'{self.chunksize}.')
+    if data['slots'] and max(data['slots']) >= self.num_slots:
+      raise ValueError(
+          f'Replay checkpoint uses more chunk slots than capacity '
+          f'{self.capacity} allows.')
+    self._reset()
+    for key, (dtype, shape) in data['specs'].items():
+      self._allocate(key, np.dtype(dtype), tuple(shape))
+    missing = []
+    for slot, info in data['slots'].items():
+      content = self._load_content(info)
+      if content is None:
+        missing.append(slot)
+        continue
+      for key, value in content.items():
+        if key not in self._data:
+          self._allocate(key, value.dtype, value.shape[1:])
+        self._data[key][slot, :info['fill']] = value[:info['fill']]
+      self._used[slot] = True
+      self._current[slot] = info['current']
+      self._fill[slot] = info['fill']
+      self._created[slot] = info['created']
+      self._dup[slot] = info['dup']
+      self._prev[slot] = info['prev']
+      self._names[slot] = info['name']
+      self._gen[slot] = 1
+    self._streams = {w: dict(s) for w, s in data['streams'].items()}
+    self._queue = collections.deque(data['queue'])
+    counters = data['counters']
+    self._chunks = counters['chunks']
+    self._inserts = counters['inserts']
+    self._samples = counters['samples']
+    self._evictions = counters['evictions']
+    self.sampler.load(data['sampler'])
+    for slot in missing:
+      self._forget(slot, data['slots'][slot]['fill'])
+    expected = sum(len(self._slot_items(s))
+                   for s in np.flatnonzero(self._used))
+    if len(self.sampler) != expected:
+      warnings.warn(
+          f'Replay sampler holds {len(self.sampler)} items after loading, '
+          f'the chunks hold {expected}.')
+
+  def _load_content(self, info):
+    if not info['name']:
+      return info['data']
+    if not self.directory:
+      raise ValueError(
+          'Replay checkpoint refers to chunk files but this replay has no '
+          'directory.')
+    try:
+      with (self.directory / info['name']).open('rb') as f:
+        with np.load(f) as npz:
+          return {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+      warnings.warn(f"Replay chunk file {info['name']} is missing; skipping.")
+      return None
+
+  def _forget(self, slot, fill):
+    """Drops every reference to a chunk whose file could not be loaded."""
+    self._unlink(slot, fill)
+    for worker, stream in list(self._streams.items()):
+      if stream['slot'] == slot:
+        del self._streams[worker]  # Restarts with a fresh chunk.

@@ -1,0 +1,60 @@
+"""Environment suites behind one factory: make('<suite>_<name>', ...)."""
+
+import importlib
+
+import numpy as np
+
+from ..core import wrappers
+
+
+class UnknownTaskError(ValueError):
+  """The task string names no known suite or no task within its suite."""
+
+
+# Suite name -> module defining make(name, *, seed, size, **kwargs) -> Env.
+# Modules import lazily so that a suite's dependencies load only when used.
+SUITES = {
+    'dummy': 'embodied.envs.dummy',
+    'gym': 'embodied.envs.gym',
+}
+
+
+def suites():
+  return sorted(SUITES)
+
+
+def make(task, *, seed=0, length=0, size=(64, 64), **kwargs):
+  """Builds the env for `task` with the standard wrappers applied."""
+  suite, sep, name = task.partition('_')
+  if not sep or not name:
+    raise UnknownTaskError(
+        f"Unknown task '{task}': expected '<suite>_<name>' with suite one of "
+        f"{', '.join(suites())}")
+  if suite not in SUITES:
+    raise UnknownTaskError(
+        f"Unknown task '{task}': suite '{suite}' is not one of "
+        f"{', '.join(suites())}")
+  module = importlib.import_module(SUITES[suite])
+  env = module.make(name, seed=seed, size=size, **kwargs)
+  return wrap(env, length=length, size=size)
+
+
+def wrap(env, length=0, size=None):
+  """Standard wrappers: [-1, 1] continuous actions, time limit, image size."""
+  for key, space in env.act_space.items():
+    if key == 'reset' or not np.issubdtype(space.dtype, np.floating):
+      continue
+    bounded = np.isfinite(space.low) & np.isfinite(space.high)
+    unit = (space.low == -1) & (space.high == 1)
+    if bounded.any() and not unit[bounded].all():
+      env = wrappers.NormalizeAction(env, key)
+  if length:
+    env = wrappers.TimeLimit(env, length)
+  if size:
+    keys = [
+        k for k, v in env.obs_space.items()
+        if v.dtype == np.uint8 and len(v.shape) == 3
+        and v.shape[:2] != tuple(size)]
+    if keys:
+      env = wrappers.ResizeImage(env, size, keys)
+  return env

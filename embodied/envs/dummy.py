@@ -1,0 +1,118 @@
+"""Fast deterministic envs with a learnable reward, for tests and smoke runs.
+
+Every obs shows a target action: one-hot (disc) or coordinates (cont) in
+'vector', and a bright band (disc) or square (cont) in 'image'. The next
+step's reward scores the action against that target: 1 for a match else 0
+(disc), minus the Euclidean distance (cont). So a random policy gets about
+1/actions per step on disc and an optimal one gets 1 on every step after the
+first. Episodes end with is_terminal after `episode_length` steps.
+"""
+
+import elements
+import numpy as np
+
+from . import UnknownTaskError
+from ..core import base
+
+TASKS = ('disc', 'cont', 'vector')
+
+
+def make(name, *, seed=0, size=(64, 64), **kwargs):
+  if name not in TASKS:
+    raise UnknownTaskError(
+        f"Unknown task 'dummy_{name}': dummy has {', '.join(TASKS)}")
+  return Dummy(name, size=size, seed=seed, **kwargs)
+
+
+class Dummy(base.Env):
+
+  def __init__(
+      self, task='disc', size=(64, 64), episode_length=100, actions=6, seed=0):
+    assert task in TASKS, task
+    assert episode_length >= 1, episode_length
+    self._discrete = task != 'cont'
+    self._image = task != 'vector'
+    self._size = tuple(size)
+    self._length = episode_length
+    self._actions = actions
+    self._rng = np.random.default_rng(seed)
+    self._step = 0
+    self._done = True  # The first call resets, whatever the action says.
+    self._target = None
+    # Band edges for drawing the discrete target into the image.
+    self._edges = np.linspace(0, self._size[1], actions + 1).astype(int)
+
+  @property
+  def obs_space(self):
+    # Vector: the target followed by the episode progress in [0, 1].
+    width = (self._actions if self._discrete else 2) + 1
+    spaces = {}
+    if self._image:
+      spaces['image'] = elements.Space(np.uint8, (*self._size, 3))
+    spaces['vector'] = elements.Space(np.float32, (width,))
+    spaces['reward'] = elements.Space(np.float32)
+    spaces['is_first'] = elements.Space(bool)
+    spaces['is_last'] = elements.Space(bool)
+    spaces['is_terminal'] = elements.Space(bool)
+    return spaces
+
+  @property
+  def act_space(self):
+    if self._discrete:
+      action = elements.Space(np.int32, (), 0, self._actions)
+    else:
+      action = elements.Space(np.float32, (2,), -1, 1)
+    return {'action': action, 'reset': elements.Space(bool)}
+
+  def step(self, action):
+    if action['reset'] or self._done:
+      self._step = 0
+      self._done = False
+      reward = 0.0
+    else:
+      reward = self._reward(action['action'])
+      self._step += 1
+      self._done = self._step >= self._length
+    if self._discrete:
+      self._target = int(self._rng.integers(self._actions))
+    else:
+      self._target = self._rng.uniform(-1, 1, 2).astype(np.float32)
+    obs = {}
+    if self._image:
+      obs['image'] = self._render()
+    obs['vector'] = self._vector()
+    obs['reward'] = np.float32(reward)
+    obs['is_first'] = np.bool_(self._step == 0)
+    obs['is_last'] = np.bool_(self._done)
+    obs['is_terminal'] = np.bool_(self._done)
+    return obs
+
+  def _reward(self, action):
+    if self._discrete:
+      return float(int(action) == self._target)
+    return -float(np.linalg.norm(np.asarray(action) - self._target))
+
+  def _vector(self):
+    progress = self._step / self._length
+    if self._discrete:
+      vec = np.zeros(self._actions + 1, np.float32)
+      vec[self._target] = 1
+    else:
+      vec = np.empty(3, np.float32)
+      vec[:2] = self._target
+    vec[-1] = progress
+    return vec
+
+  def _render(self):
+    height, width = self._size
+    image = np.zeros((height, width, 3), np.uint8)
+    if self._discrete:
+      lo, hi = self._edges[self._target], self._edges[self._target + 1]
+      image[:, lo:hi] = 255
+    else:
+      side = max(2, min(height, width) // 8)
+      x, y = (self._target + 1) / 2
+      top = int(round(y * (height - side)))
+      left = int(round(x * (width - side)))
+      image[top:top + side, left:left + side] = 255
+    return image

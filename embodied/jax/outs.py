@@ -1,0 +1,190 @@
+"""Output distributions. Each exposes pred() and loss(target) (a negative log
+likelihood up to constants, summed over event dims); stochastic ones add
+sample(seed), logp(x) and entropy(). All math in float32."""
+
+import jax
+import jax.numpy as jnp
+
+from . import functional as fn
+
+f32 = jnp.float32
+sg = jax.lax.stop_gradient
+
+
+class MSE:
+  """Squared error, optionally in symlog space, with optional per-element
+  weights (e.g. per-pixel weights for image losses)."""
+
+  def __init__(self, mean, dims, squash=None):
+    self.mean = mean.astype(f32)
+    self.dims = dims  # Number of trailing event dims to sum over.
+    self.squash = squash or (lambda x: x)
+
+  def pred(self):
+    return self.mean
+
+  def loss(self, target, weights=None):
+    err = (self.mean - self.squash(target.astype(f32))) ** 2
+    if weights is not None:
+      err = err * weights
+    return err.sum(tuple(range(-self.dims, 0))) if self.dims else err
+
+
+class SymlogMSE(MSE):
+
+  def __init__(self, mean, dims):
+    super().__init__(mean, dims, fn.symlog)
+
+  def pred(self):
+    return fn.symexp(self.mean)
+
+
+class TwoHot:
+  """Categorical over fixed bins in symlog space; the target is spread over
+  its two neighbouring bins so the expected value is exact."""
+
+  def __init__(self, logits, bins):
+    self.logits = logits.astype(f32)
+    self.bins = jnp.asarray(bins, f32)
+    self.probs = jax.nn.softmax(self.logits)
+
+  def pred(self):
+    return fn.symexp(self.probs @ self.bins)
+
+  def loss(self, target):
+    target = sg(target.astype(f32))
+    return -(encode_twohot(fn.symlog(target), self.bins) *
+             jax.nn.log_softmax(self.logits)).sum(-1)
+
+
+def encode_twohot(x, bins):
+  """Two-hot encode scalars x (already in bin space) over sorted bins."""
+  n = bins.shape[0]
+  below = (bins <= x[..., None]).astype(jnp.int32).sum(-1) - 1
+  below = jnp.clip(below, 0, n - 1)
+  above = jnp.clip(below + 1, 0, n - 1)
+  equal = below == above
+  dist_below = jnp.where(equal, 1, jnp.abs(bins[below] - x))
+  dist_above = jnp.where(equal, 1, jnp.abs(bins[above] - x))
+  total = dist_below + dist_above
+  w_below = dist_above / total
+  w_above = dist_below / total
+  return (jax.nn.one_hot(below, n) * w_below[..., None] +
+          jax.nn.one_hot(above, n) * w_above[..., None])
+
+
+def symexp_bins(num=255, limit=20.0):
+  return jnp.linspace(-limit, limit, num)
+
+
+def sample_onehot(seed, probs):
+  """One-hot samples by inverting the CDF: the class whose CDF interval holds
+  a uniform draw. Avoids argmax, which XLA:CPU runs slowly."""
+  cdf = jnp.cumsum(probs, -1)
+  u = jax.random.uniform(seed, probs.shape[:-1] + (1,), f32) * cdf[..., -1:]
+  hit = (cdf >= u) & (cdf - probs < u)
+  # Ties at interval edges (probability-zero events) keep the first hit.
+  first = jnp.cumsum(hit.astype(jnp.int32), -1) == 1
+  return (hit & first).astype(f32)
+
+
+class Binary:
+
+  def __init__(self, logit):
+    self.logit = logit.astype(f32)
+
+  def pred(self):
+    return self.logit > 0
+
+  def prob(self):
+    return jax.nn.sigmoid(self.logit)
+
+  def logp(self, x):
+    x = x.astype(f32)
+    return x * jax.nn.log_sigmoid(self.logit) + (1 - x) * jax.nn.log_sigmoid(
+        -self.logit)
+
+  def loss(self, target):
+    return -self.logp(sg(target))
+
+  def sample(self, seed):
+    return jax.random.bernoulli(seed, self.prob())
+
+
+class Categorical:
+  """Categorical over the last axis with a uniform mixture; samples are
+  integer class indices."""
+
+  def __init__(self, logits, unimix=0.0):
+    self.probs = fn.unimix_probs(logits, unimix)
+    self.logprobs = jnp.log(self.probs)
+
+  def pred(self):
+    return jnp.argmax(self.probs, -1)
+
+  def sample(self, seed):
+    hard = sample_onehot(seed, self.probs)
+    return (hard * jnp.arange(hard.shape[-1], dtype=f32)).sum(-1).astype(
+        jnp.int32)
+
+  def logp(self, x):
+    return jnp.take_along_axis(
+        self.logprobs, x[..., None].astype(jnp.int32), -1)[..., 0]
+
+  def entropy(self):
+    return -(self.probs * self.logprobs).sum(-1)
+
+  def loss(self, target):
+    return -self.logp(target)
+
+
+class OneHotST:
+  """Several categorical latents [..., latents, classes] sampled as one-hot
+  vectors with straight-through gradients."""
+
+  def __init__(self, logits, unimix=0.0):
+    self.probs = fn.unimix_probs(logits, unimix)
+    self.logprobs = jnp.log(self.probs)
+
+  def sample(self, seed):
+    hard = sample_onehot(seed, self.probs)
+    return hard + self.probs - sg(self.probs)
+
+  def pred(self):
+    hard = jax.nn.one_hot(
+        jnp.argmax(self.probs, -1), self.probs.shape[-1], dtype=f32)
+    return hard + self.probs - sg(self.probs)
+
+  def entropy(self):
+    return -(self.probs * self.logprobs).sum((-2, -1))
+
+  def kl(self, other):
+    """KL(self || other) summed over latents."""
+    return (self.probs * (self.logprobs - other.logprobs)).sum((-2, -1))
+
+
+class BoundedNormal:
+  """Normal with tanh-bounded mean and sigmoid-bounded std; samples are
+  clipped to [-1, 1]. Continuous action head."""
+
+  def __init__(self, mean, std, minstd=0.1, maxstd=1.0):
+    self.mean = jnp.tanh(mean.astype(f32))
+    self.std = (maxstd - minstd) * jax.nn.sigmoid(std.astype(f32) + 2) + minstd
+
+  def pred(self):
+    return self.mean
+
+  def sample(self, seed):
+    x = self.mean + self.std * jax.random.normal(seed, self.mean.shape)
+    return jnp.clip(x, -1, 1)
+
+  def logp(self, x):
+    z = (x - self.mean) / self.std
+    lp = -0.5 * z * z - jnp.log(self.std) - 0.5 * jnp.log(2 * jnp.pi)
+    return lp.sum(-1)
+
+  def entropy(self):
+    return (0.5 * jnp.log(2 * jnp.pi * jnp.e) + jnp.log(self.std)).sum(-1)
+
+  def loss(self, target):
+    return -self.logp(target)

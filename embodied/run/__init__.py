@@ -1,0 +1,5 @@
+"""Run loops selected by --script."""
+
+from .eval_only import eval_only
+from .train import train
+from .train_eval import train_eval

@@ -1,0 +1,151 @@
+"""Pieces shared by the run loops: episode statistics, the train step glue
+between replay and agent, and the terminal summary."""
+
+import collections
+import json
+import re
+import sys
+import time
+
+import elements
+import numpy as np
+
+
+class Episodes:
+  """Accumulates score and length per env worker; reports finished episodes
+  to the logger (episode/*) and keeps recent scores for summaries."""
+
+  def __init__(self, logger, prefix='episode', window=10):
+    self.logger = logger
+    self.prefix = prefix
+    self.score = collections.defaultdict(float)
+    self.length = collections.defaultdict(int)
+    self.logs = collections.defaultdict(lambda: collections.defaultdict(list))
+    self.recent = collections.deque(maxlen=window)
+    self.count = 0
+
+  def __call__(self, tran, worker):
+    if tran['is_first']:
+      self.score[worker] = 0.0
+      self.length[worker] = 0
+      self.logs.pop(worker, None)
+    else:
+      self.score[worker] += float(tran['reward'])
+      self.length[worker] += 1
+    for key, value in tran.items():
+      if key.startswith('log/'):
+        self.logs[worker][key[4:]].append(value)
+    if tran['is_last']:
+      score, length = self.score[worker], self.length[worker]
+      self.recent.append(score)
+      self.count += 1
+      metrics = {'score': score, 'length': length}
+      for key, values in self.logs.pop(worker, {}).items():
+        metrics[f'{key}_mean'] = float(np.mean(values))
+      self.logger.add(metrics, prefix=self.prefix)
+
+  def mean_recent(self):
+    return float(np.mean(self.recent)) if self.recent else float('nan')
+
+
+class Learner:
+  """Samples a batch, runs one train step and writes the step's per-step
+  outputs (latents, priority signals) back into replay."""
+
+  def __init__(self, agent, replay, batch_size):
+    self.agent = agent
+    self.replay = replay
+    self.batch_size = batch_size
+    self.ext_space = getattr(agent, 'ext_space', {})
+    self.updates = 0
+
+  def batch(self):
+    data = self.replay.sample(self.batch_size)
+    shape = data['stepid'].shape
+    for key, space in self.ext_space.items():
+      if key not in data:  # Not written by any train step yet.
+        data[key] = np.zeros((*shape, *space.shape), space.dtype)
+    return data
+
+  def __call__(self):
+    outs, metrics = self.agent.train(self.batch())
+    if 'replay' in outs:
+      values = dict(outs['replay'])
+      self.replay.update(values.pop('stepid'), values)
+    if 'priority' in outs:
+      self.replay.prioritize(outs['priority']['stepid'],
+                             outs['priority']['value'])
+    self.updates += 1
+    return metrics
+
+
+class Summary:
+  """elements.Logger output that prints a short, readable block with the
+  numbers people watch, instead of every metric."""
+
+  KEYS = (
+      ('episode/score', 'score'), ('episode/length', 'length'),
+      ('fps/env', 'env_fps'), ('fps/train', 'train_ups'),
+      ('fps/replayed', 'replay_fps'), ('train/loss/rec', 'rec'),
+      ('train/loss/rew', 'rew'), ('train/loss/dyn', 'dyn'),
+      ('train/loss/policy', 'pol'), ('train/loss/value', 'val'),
+      ('train/ac/entropy', 'ent'), ('replay/size', 'replay'))
+
+  def __init__(self, name='train'):
+    self.name = name
+
+  def __call__(self, summaries):
+    step = max(s for s, _, _ in summaries)
+    values = {}
+    for _, key, value in summaries:
+      if isinstance(value, np.ndarray) and value.ndim == 0:
+        values[key] = float(value)
+    parts = [f'{label} {_fmt(values[key])}' for key, label in self.KEYS
+             if key in values]
+    stamp = time.strftime('%H:%M:%S')
+    print(f'[{stamp} {self.name} step {step:,}] ' + ' | '.join(parts),
+          flush=True)
+
+
+class Progress:
+  """A live one-line status on interactive terminals (skipped in log files)."""
+
+  def __init__(self, every=1.0):
+    self.enabled = sys.stdout.isatty()
+    self.clock = elements.when.Clock(every)
+
+  def __call__(self, text):
+    if self.enabled and self.clock():
+      print('\r' + text[:150].ljust(150), end='', flush=True)
+
+  def clear(self):
+    if self.enabled:
+      print('\r' + ' ' * 150 + '\r', end='', flush=True)
+
+
+def _fmt(value):
+  if value != value:
+    return 'nan'
+  if abs(value) >= 1e4 or (0 < abs(value) < 1e-2):
+    return f'{value:.2e}'
+  return f'{value:.3g}' if abs(value) < 100 else f'{value:.1f}'
+
+
+class JSONL:
+  """elements.Logger output appending the scalar metrics matching a pattern
+  to a JSON-lines file, one line per step (quiet, unlike elements' own)."""
+
+  def __init__(self, logdir, filename, pattern=r'.*'):
+    self.path = elements.Path(logdir) / filename
+    self.pattern = re.compile(pattern)
+
+  def __call__(self, summaries):
+    bystep = collections.defaultdict(dict)
+    for step, name, value in summaries:
+      if (self.pattern.search(name) and isinstance(value, np.ndarray) and
+          value.ndim == 0):
+        bystep[step][name] = float(value)
+    if bystep:
+      with self.path.open('a') as f:
+        f.write(''.join(json.dumps({'step': step, **values}) + '\n'
+                        for step, values in bystep.items()))

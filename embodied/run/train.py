@@ -1,0 +1,141 @@
+"""The train loop: step the envs, fill replay, train at the requested ratio,
+log, checkpoint. Resumes from the logdir's latest checkpoint."""
+
+import functools
+import time
+
+import elements
+
+from embodied.core import Checkpoint, Driver, RatioLimiter
+
+from . import common
+
+
+def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
+  """hooks: callables hook(agent, logger) run once per loop iteration (the
+  train_eval script uses one to run evaluation episodes)."""
+  logdir = elements.Path(args.logdir)
+  agent = make_agent()
+  replay = make_replay('replay')
+  logger = make_logger()
+  step = logger.step
+  episodes = common.Episodes(logger)
+  learner = common.Learner(agent, replay, args.batch_size)
+  seq = args.batch_length + args.replay_context
+  limiter = RatioLimiter(
+      args.train_ratio, args.batch_size * seq,
+      min_steps=args.train_fill or args.batch_size * seq)
+
+  fns = [functools.partial(make_env, i) for i in range(args.envs)]
+  driver = Driver(fns, parallel=args.parallel_envs)
+  driver.on_step(lambda tran, worker: step.increment())
+  driver.on_step(replay.add)
+  driver.on_step(episodes)
+
+  checkpoint = Checkpoint(logdir / 'ckpt')
+  checkpoint.register('step', step)
+  checkpoint.register('agent', agent)
+  checkpoint.register('replay', replay)
+  checkpoint.register('limiter', limiter)
+  resume(checkpoint, args.from_checkpoint)
+
+  timer = Timers()
+  should_log = elements.when.Clock(args.log_every)
+  should_save = elements.when.Clock(args.save_every, first=False)
+  should_report = elements.when.Clock(args.report_every, first=False) \
+      if args.report_every else (lambda: False)
+  progress = common.Progress()
+  agg = elements.Agg()
+  start = time.time()
+  policy = lambda carry, obs: agent.policy(carry, obs, mode='train')
+  driver.reset(agent.init_policy)
+  print(f'Start training at step {int(step):,} (until {int(args.steps):,}).')
+
+  while int(step) < args.steps:
+    if args.duration and time.time() - start > args.duration:
+      print(f'Stopping after run.duration={args.duration}s.')
+      break
+    with timer('env'):
+      driver(policy, steps=args.envs)
+    for _ in range(limiter(int(step))):
+      with timer('train'):
+        agg.add(learner(), prefix='train')
+    progress(f'step {int(step):,} | updates {learner.updates:,} | '
+             f'score {episodes.mean_recent():.1f}')
+    for hook in hooks:
+      hook(agent, logger)
+    if should_report() and len(replay):
+      agg.add(agent.report(learner.batch()), prefix='report')
+    if should_log(int(step)):
+      progress.clear()
+      logger.add(agg.result())
+      logger.add(timer.rates(int(step), learner.updates, args.batch_size * seq))
+      logger.add(replay.stats())
+      logger.add(elements_usage(), prefix='usage')
+      logger.write()
+    if should_save():
+      checkpoint.save(int(step))
+
+  progress.clear()
+  logger.add(agg.result())
+  logger.write()
+  checkpoint.save(int(step))
+  logger.close()
+  driver.close()
+
+
+def resume(checkpoint, from_checkpoint=''):
+  """Continue this logdir's run, else initialise the agent from another
+  run's checkpoint if asked, else start fresh."""
+  if checkpoint.latest():
+    checkpoint.load()
+  elif from_checkpoint:
+    print(f'Initialising the agent from {from_checkpoint}')
+    path = elements.Path(from_checkpoint)
+    if not (path / 'done').exists():  # A logdir or ckpt dir, not a folder.
+      for cand in (path / 'ckpt', path):
+        found = Checkpoint(cand).latest()
+        if found:
+          path = found
+          break
+    checkpoint.load(path, keys=['agent'])
+
+
+class Timers:
+  """Measures env and train throughput between log calls."""
+
+  def __init__(self):
+    self.time = {'env': 0.0, 'train': 0.0}
+    self.last = None
+
+  def __call__(self, name):
+    timers = self
+
+    class Section:
+      def __enter__(self):
+        self.start = time.perf_counter()
+
+      def __exit__(self, *_):
+        timers.time[name] += time.perf_counter() - self.start
+    return Section()
+
+  def rates(self, step, updates, batch_steps):
+    now = time.perf_counter()
+    out = {}
+    if self.last:
+      prev_time, prev_step, prev_updates = self.last
+      dt = max(now - prev_time, 1e-9)
+      out['fps/env'] = (step - prev_step) / dt
+      out['fps/train'] = (updates - prev_updates) / dt
+      out['fps/replayed'] = out['fps/train'] * batch_steps
+      total = sum(self.time.values()) or 1.0
+      out.update({f'fps/frac_{k}': v / total for k, v in self.time.items()})
+    self.time = {k: 0.0 for k in self.time}
+    self.last = (now, step, updates)
+    return out
+
+
+def elements_usage():
+  import resource
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+  return {'peak_rss_gb': rss}
