@@ -9,9 +9,7 @@ import ninjax as nj
 import embodied.jax.functional as fn
 from embodied.jax import nets, outs
 
-import os
 f32 = jnp.float32
-UNROLL = int(os.environ.get('UNROLL', '1'))
 sg = jax.lax.stop_gradient
 
 
@@ -47,6 +45,7 @@ class RSSM(nj.Module):
   act: str = 'silu'
   unimix: float = 0.01
   free_nats: float = 1.0
+  unroll: bool = False  # Unroll scans (for FLOP counting).
 
   def __init__(self, act_space):
     self.act_space = act_space
@@ -68,7 +67,8 @@ class RSSM(nj.Module):
       carry, entry = self.obs_step(carry, *inp)
       return carry, entry
     inputs = (tokens, action, reset)
-    carry, entries = nj.scan(step, carry, inputs, axis=1, unroll=UNROLL)
+    carry, entries = nj.scan(
+        step, carry, inputs, axis=1, unroll=self._unroll(tokens.shape[1]))
     return carry, entries
 
   def obs_step(self, carry, tokens, action, reset):
@@ -99,7 +99,8 @@ class RSSM(nj.Module):
       new, _ = self.img_step(carry, prep_action(self.act_space, action))
       return new, (carry, action)
     last, (states, actions) = nj.scan(
-        step, carry, jnp.arange(length), length=length, axis=0, unroll=UNROLL)
+        step, carry, jnp.arange(length), length=length, axis=0,
+        unroll=self._unroll(length))
     swap = lambda x: x.swapaxes(0, 1)
     states, actions = jax.tree.map(swap, (states, actions))
     final_action = policy(self.feat(last))
@@ -126,6 +127,9 @@ class RSSM(nj.Module):
         'rep': fn.free_nats_kl(rep_raw, self.free_nats),
         'dyn_raw': dyn_raw, 'rep_raw': rep_raw,
         'post_ent': post_d.entropy(), 'prior_ent': prior_d.entropy()}
+
+  def _unroll(self, length):
+    return length if self.unroll else 1
 
   def _reset(self, carry, action, reset):
     keep = (1.0 - reset.astype(f32))

@@ -434,3 +434,17 @@ def test_uniform_errors_and_persistence():
   other = Uniform(seed=99)
   other.load(roundtrip(sampler.save()))
   np.testing.assert_array_equal(sampler.sample(20), other.sample(20))
+
+
+def test_storage_grows_with_data_not_capacity():
+  # 5e6 steps of 64x64x3 images would be ~57 GiB if reserved up front.
+  rep = Replay(length=5, capacity=5e6, chunksize=16)
+  for t in range(40):
+    rep.add({'image': np.full((64, 64, 3), t % 255, np.uint8),
+             'is_first': np.bool_(t == 0)}, worker=0)
+  allocated = rep._data['image'].shape[0]
+  assert allocated < 16, allocated
+  batch = rep.sample(4)
+  # Windows are consecutive frames, also across the grown storage.
+  frames = batch['image'][:, :, 0, 0, 0].astype(int)
+  assert (np.diff(frames, axis=1) == 1).all()

@@ -47,7 +47,8 @@ class Replay:
 
   def _reset(self):
     n = self.num_slots
-    self._data = {}  # key -> array [num_slots, chunksize, *shape]
+    self._data = {}  # key -> array [allocated slots, chunksize, *shape]
+    self._alloc = min(n, 4)  # Slots allocated so far; grows by doubling.
     self._fill = np.zeros(n, np.int64)      # steps written into the slot
     self._used = np.zeros(n, bool)          # slot holds a live chunk
     self._current = np.zeros(n, bool)       # a stream is writing into it
@@ -123,10 +124,20 @@ class Replay:
     return None
 
   def _allocate(self, key, dtype, shape):
-    # Zeros are lazily committed by the OS, so large capacities are cheap
-    # until written.
-    self._data[key] = np.zeros(
-        (self.num_slots, self.chunksize, *shape), dtype)
+    self._data[key] = np.zeros((self._alloc, self.chunksize, *shape), dtype)
+
+  def _grow(self, slots):
+    """Make room for at least `slots` slots. Storage grows by doubling up to
+    the capacity, so memory follows the data actually stored (the OS refuses
+    to reserve e.g. 57 GiB of image slots up front)."""
+    if slots <= self._alloc:
+      return
+    new = min(self.num_slots, max(slots, 2 * self._alloc))
+    for key, old in self._data.items():
+      arr = np.zeros((new, *old.shape[1:]), old.dtype)
+      arr[:self._alloc] = old
+      self._data[key] = arr
+    self._alloc = new
 
   def _open_chunk(self, prev):
     """Takes a slot for a new chunk of the stream, continuing from prev."""
@@ -144,6 +155,7 @@ class Replay:
       self._evict(slot)
       for value in self._data.values():
         value[slot] = 0
+    self._grow(slot + 1)
     keep = self.length - 1
     if prev >= 0:
       for value in self._data.values():
@@ -311,6 +323,8 @@ class Replay:
           f'Replay checkpoint uses more chunk slots than capacity '
           f'{self.capacity} allows.')
     self._reset()
+    if data['slots']:
+      self._alloc = max(self._alloc, max(data['slots']) + 1)
     for key, (dtype, shape) in data['specs'].items():
       self._allocate(key, np.dtype(dtype), tuple(shape))
     missing = []

@@ -14,7 +14,7 @@ import numpy as np
 from . import UnknownTaskError
 from ..core import base
 
-TASKS = ('disc', 'cont', 'vector')
+TASKS = ('disc', 'cont', 'vector', 'image')
 
 
 def make(name, *, seed=0, size=(64, 64), **kwargs):
@@ -32,6 +32,7 @@ class Dummy(base.Env):
     assert episode_length >= 1, episode_length
     self._discrete = task != 'cont'
     self._image = task != 'vector'
+    self._has_vector = task != 'image'  # 'image': pixels only (benchmarks).
     self._size = tuple(size)
     self._length = episode_length
     self._actions = actions
@@ -49,7 +50,8 @@ class Dummy(base.Env):
     spaces = {}
     if self._image:
       spaces['image'] = elements.Space(np.uint8, (*self._size, 3))
-    spaces['vector'] = elements.Space(np.float32, (width,))
+    if self._has_vector:
+      spaces['vector'] = elements.Space(np.float32, (width,))
     spaces['reward'] = elements.Space(np.float32)
     spaces['is_first'] = elements.Space(bool)
     spaces['is_last'] = elements.Space(bool)
@@ -80,7 +82,8 @@ class Dummy(base.Env):
     obs = {}
     if self._image:
       obs['image'] = self._render()
-    obs['vector'] = self._vector()
+    if self._has_vector:
+      obs['vector'] = self._vector()
     obs['reward'] = np.float32(reward)
     obs['is_first'] = np.bool_(self._step == 0)
     obs['is_last'] = np.bool_(self._done)
