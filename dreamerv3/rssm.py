@@ -197,7 +197,8 @@ class Encoder(nj.Module):
   norm: str = 'rms'
   act: str = 'silu'
   symlog: bool = True
-  impl: str = 'matmul'
+  impl: str = 'lax'
+  fast: bool = True
 
   def __init__(self, obs_space):
     self.obs_space = obs_space
@@ -221,9 +222,9 @@ class Encoder(nj.Module):
       x = x.reshape((-1, *x.shape[bdims:]))
       x = nets.cast(x.astype(f32) / 255.0 - 0.5)
       for i, mult in enumerate(self.mults):
-        x = self.sub(f'conv{i}', nets.Conv2D, depth=self.depth * mult, kernel=self.kernel,
-                     impl=self.impl)(x)
-        x = nets.maxpool2(x)
+        x = self.sub(f'conv{i}', nets.Conv2D, depth=self.depth * mult,
+                     kernel=self.kernel, pool=True, impl=self.impl,
+                     fast=self.fast)(x)
         x = nets.act(self.act)(self.sub(f'conv{i}norm', nets.Norm, kind=self.norm)(x))
       out.append(x.reshape((x.shape[0], -1)))
     x = jnp.concatenate([o.astype(nets.COMPUTE_DTYPE) for o in out], -1)
@@ -241,7 +242,8 @@ class Decoder(nj.Module):
   kernel: int = 5
   norm: str = 'rms'
   act: str = 'silu'
-  impl: str = 'matmul'
+  impl: str = 'lax'
+  fast: bool = True
 
   def __init__(self, obs_space):
     self.obs_space = obs_space
@@ -278,7 +280,7 @@ class Decoder(nj.Module):
       for i, depth in enumerate(outdepths):
         last = i == len(outdepths) - 1
         x = self.sub(f'conv{i}', nets.Conv2D, depth=depth, kernel=self.kernel,
-                     upsample=True, impl=self.impl)(x)
+                     upsample=True, impl=self.impl, fast=self.fast)(x)
         if not last:
           x = nets.act(self.act)(self.sub(f'conv{i}norm', nets.Norm, kind=self.norm)(x))
       x = x.astype(f32) + 0.5

@@ -213,11 +213,14 @@ class Agent:
       _, out = nj.pure(self.model.policy)(
           state, carry, obs, mode, seed=seed, modify=False)
       return out
+    # Policy inputs and outputs live replicated on the train devices; the
+    # carry from init_policy gets the same sharding so nothing recompiles.
     self._policy = {
-        mode: jit(lambda s, c, o, r, m=mode: policy(s, c, o, r, m))
+        mode: jit(lambda s, c, o, r, m=mode: policy(s, c, o, r, m),
+                  in_shardings=rep, out_shardings=rep)
         for mode in ('train', 'eval')}
 
     def init_policy(state, batch_size):
       _, carry = nj.pure(self.model.init_policy)(state, batch_size)
-      return carry
+      return jax.device_put(carry, rep)
     self._init_policy = init_policy

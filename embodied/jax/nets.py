@@ -142,7 +142,7 @@ def _patches(x, k):
   return jnp.concatenate(cols, -1)
 
 
-def conv2d(x, kernel, impl='matmul'):
+def conv2d(x, kernel, impl='lax'):
   """SAME convolution with stride 1. kernel: [k, k, cin, cout]."""
   k, _, cin, cout = kernel.shape
   if impl == 'lax':
@@ -172,13 +172,45 @@ def upsample_kernel(kernel):
   return merged.reshape(3, 3, cin, 4 * cout)
 
 
-def upsample_conv2d(x, kernel, impl='matmul'):
+def upsample_conv2d(x, kernel, impl='lax'):
   """Equals conv2d(nearest_upsample_2x(x), kernel) for SAME padding."""
   n, h, w, _ = x.shape
   cout = kernel.shape[-1]
   y = conv2d(x, upsample_kernel(kernel).astype(x.dtype), impl)
   y = y.reshape(n, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
   return y.reshape(n, 2 * h, 2 * w, cout)
+
+
+def space_to_depth_kernel(kernel):
+  """Turn a KxK kernel (K <= 5) into a 3x3 kernel on the 2x2 space-to-depth
+  grid: inputs (a', b', cin) and outputs (a, b, cout), one output group per
+  phase (a, b) of the full-resolution output."""
+  k, _, cin, cout = kernel.shape
+  p = k // 2
+  # Output phase a, input phase a', low-res offset d: tap u = 2d + a' - a.
+  taps = np.zeros((2, 2, 3, k), np.float32)  # [a, a', d + 1, u + p]
+  for a in range(2):
+    for a2 in range(2):
+      for d in range(-1, 2):
+        u = 2 * d + a2 - a
+        if -p <= u <= p:
+          taps[a, a2, d + 1, u + p] = 1
+  merged = jnp.einsum(
+      'yqau,xrbv,uvio->abqrixyo', taps, taps, kernel.astype(f32))
+  return merged.reshape(3, 3, 4 * cin, 4 * cout)
+
+
+def conv2d_maxpool2(x, kernel, impl='lax'):
+  """Equals maxpool2(conv2d(x, kernel)): a 3x3 convolution on the 2x2
+  space-to-depth input computes all four output phases at half resolution,
+  and the pool is a max over the phases. Few-channel convolutions become 4x
+  wider ones, which XLA runs much faster."""
+  n, h, w, c = x.shape
+  cout = kernel.shape[-1]
+  x = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  x = x.reshape(n, h // 2, w // 2, 4 * c)
+  y = conv2d(x, space_to_depth_kernel(kernel).astype(x.dtype), impl)
+  return y.reshape(n, h // 2, w // 2, 4, cout).max(3)
 
 
 def upsample(x):
@@ -191,13 +223,17 @@ def maxpool2(x):
 
 
 class Conv2D(nj.Module):
-  """SAME 2D convolution, optionally applied after 2x nearest upsampling."""
+  """SAME 2D convolution, optionally after 2x nearest upsampling or followed
+  by 2x2 max-pooling. `fast` computes those two cases with the equivalent
+  half-resolution formulations above (same outputs, fewer or wider ops)."""
 
   depth: int = 1
   kernel: int = 5
   upsample: bool = False
+  pool: bool = False
   bias: bool = True
-  impl: str = 'matmul'
+  impl: str = 'lax'
+  fast: bool = True
   outscale: float = 1.0
 
   def __call__(self, x):
@@ -207,10 +243,16 @@ class Conv2D(nj.Module):
     kernel = self.value('kernel', init(fan_in, fan_out, shape, self.outscale))
     x = x.astype(COMPUTE_DTYPE)
     kernel = kernel.astype(COMPUTE_DTYPE)
-    if self.upsample:
+    if self.upsample and self.fast:
       x = upsample_conv2d(x, kernel, self.impl)
+    elif self.upsample:
+      x = conv2d(upsample(x), kernel, self.impl)
+    elif self.pool and self.fast:
+      x = conv2d_maxpool2(x, kernel, self.impl)
+    elif self.pool:
+      x = maxpool2(conv2d(x, kernel, self.impl))
     else:
       x = conv2d(x, kernel, self.impl)
-    if self.bias:
+    if self.bias:  # Per-channel bias commutes with the max-pool.
       x = x + self.value('bias', jnp.zeros, self.depth, f32).astype(x.dtype)
     return x

@@ -1,0 +1,285 @@
+"""The full Dreamer agent through the jitted wrapper: training, compile
+counts, acting, checkpoints and data parallelism. Builds the agent once per
+module (compiling train takes most of this file's time)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import elements
+import jax
+import ninjax as nj
+import numpy as np
+import pytest
+
+from dreamerv3 import main as dmain
+from dreamerv3.agent import Dreamer
+from embodied import jax as ejax
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ARGS = ['--configs', 'debug', '--task', 'dummy_vector']
+
+
+def agent_config(argv=()):
+  """As in main.make_agent, from configs.yaml's debug block."""
+  config = dmain.parse(ARGS + list(argv))
+  return config, elements.Config(
+      **config.agent, batch_size=config.batch_size,
+      batch_length=config.batch_length, replay_context=config.replay_context,
+      jax=config.jax)
+
+
+def spaces(config):
+  env = dmain.make_env(config, 0)
+  obs_space, act_space = env.obs_space, env.act_space
+  env.close()
+  return obs_space, act_space
+
+
+def random_batch(agent, seed):
+  """A batch shaped like agent._dummy_batch() with random contents."""
+  rng = np.random.default_rng(seed)
+  data = agent._dummy_batch()
+  B, L = data['is_first'].shape
+  data['vector'] = rng.normal(0, 1, data['vector'].shape).astype(np.float32)
+  data['reward'] = rng.normal(0, 1, (B, L)).astype(np.float32)
+  data['is_first'] = rng.uniform(size=(B, L)) < 0.1
+  data['is_first'][:, 0] = True
+  data['is_last'] = np.roll(data['is_first'], -1, 1)
+  data['is_last'][:, -1] = False
+  data['is_terminal'] = data['is_last'] & (rng.uniform(size=(B, L)) < 0.5)
+  space = agent.act_space['action']
+  data['action'] = rng.integers(space.low, space.high, (B, L)).astype(
+      space.dtype)
+  if 'deter' in data:  # Latents written back to replay by earlier steps.
+    data['deter'] = rng.normal(0, 0.5, data['deter'].shape).astype(np.float16)
+    classes = agent.model.dyn.classes
+    data['stoch'] = rng.integers(0, classes, data['stoch'].shape).astype(
+        np.int8)
+  data['stepid'] = rng.integers(0, 2 ** 31, (B, L))
+  return data
+
+
+def random_obs(agent, batch, seed, first=False):
+  rng = np.random.default_rng(seed)
+  obs = {k: np.zeros((batch, *s.shape), s.dtype)
+         for k, s in agent.obs_space.items()}
+  obs['vector'] = rng.normal(0, 1, obs['vector'].shape).astype(np.float32)
+  obs['is_first'][:] = first
+  return obs
+
+
+@pytest.fixture(scope='module')
+def built():
+  config, aconfig = agent_config()
+  obs_space, act_space = spaces(config)
+  agent = ejax.Agent(Dreamer, obs_space, act_space, aconfig, seed=0)
+  return agent, config, aconfig
+
+
+@pytest.fixture(scope='module')
+def trained(built):
+  """Three train steps on new random batches; the states and metrics."""
+  agent = built[0]
+  before = agent.save()
+  metrics = [agent.train(random_batch(agent, i))[1] for i in range(3)]
+  return before, agent.save(), metrics
+
+
+def test_config_is_tiny(built):
+  agent, config, _ = built
+  assert config.batch_size == 4 and config.agent.dyn.deter == 32
+  assert sum(agent.param_counts().values()) < 200_000
+
+
+def test_train_losses_finite(trained):
+  _, _, metrics = trained
+  for step in metrics:
+    for key, value in step.items():
+      assert np.all(np.isfinite(value)), (key, value)
+    for key in ('loss/dyn', 'loss/rep', 'loss/rec', 'loss/rew', 'loss/con',
+                'loss/policy', 'loss/value', 'loss/repval', 'opt/grad_norm'):
+      assert key in step, key
+    # Free nats clip the KL losses from below.
+    assert step['loss/dyn'] >= 1.0 - 1e-6 and step['loss/rep'] >= 1.0 - 1e-6
+  assert metrics[0]['opt/grad_norm'] > 0
+
+
+def test_train_changes_parameters(trained):
+  before, after, _ = trained
+  assert before.keys() == after.keys()
+  changed = {k for k in before if not np.array_equal(before[k], after[k])}
+  # Every trained network moved (the first warmup step has lr 0, the later
+  # ones do not), and so did the slow critic and the return normaliser.
+  for net in ('enc', 'dyn', 'dec', 'rew', 'con', 'pol', 'val', 'slowval',
+              'retnorm'):
+    assert any(k.startswith(f'agent/{net}/') for k in changed), net
+
+
+def test_train_compiles_once(built, trained):
+  agent = built[0]
+  for i in range(2):
+    agent.train(random_batch(agent, 10 + i))
+  assert agent.compile_counts()['train'] == 1
+
+
+def test_policy_compiles_once(built):
+  # The carry from init_policy must have the sharding that policy returns,
+  # else the second call misses the jit cache.
+  agent = built[0]
+  carry = agent.init_policy(4)
+  for i in range(3):
+    carry, _, _ = agent.policy(carry, random_obs(agent, 4, i, first=(i == 0)))
+  assert agent.compile_counts()['policy_train'] == 1
+
+
+def test_policy_actions_in_space(built):
+  agent = built[0]
+  space = agent.act_space['action']
+  for mode in ('train', 'eval'):
+    carry = agent.init_policy(4)
+    seen = set()
+    for i in range(4):
+      obs = random_obs(agent, 4, 20 + i, first=(i == 0))
+      carry, act, outs = agent.policy(carry, obs, mode)
+      assert set(act) == {'action'} and outs == {}
+      a = act['action']
+      assert a.shape == (4,) and a.dtype == space.dtype
+      assert ((a >= space.low) & (a < space.high)).all(), a
+      seen |= set(a.tolist())
+    assert len(seen) > 1  # Sampling, not a constant.
+  # Repeated calls with the same inputs reuse the compiled functions.
+  counts = agent.compile_counts()
+  carry = agent.init_policy(4)
+  carry, _, _ = agent.policy(carry, random_obs(agent, 4, 0, True))
+  assert agent.compile_counts() == counts
+
+
+def test_save_load_round_trip(built):
+  agent = built[0]
+  data = random_batch(agent, 30)
+  obs = random_obs(agent, 4, 31, first=True)
+  saved = agent.save()
+
+  def outputs():
+    agent.rng = np.random.default_rng(123)  # Same seeds for each call.
+    carry = agent.init_policy(4)
+    _, act, _ = agent.policy(carry, obs)
+    _, metrics = agent.train(data)
+    return act, metrics, agent.save()
+
+  act1, metrics1, state1 = outputs()
+  assert any(not np.array_equal(saved[k], state1[k]) for k in saved)
+  agent.load(saved)
+  restored = agent.save()
+  for key in saved:
+    assert restored[key].dtype == saved[key].dtype
+    np.testing.assert_array_equal(restored[key], saved[key], err_msg=key)
+  act2, metrics2, state2 = outputs()
+  np.testing.assert_array_equal(act1['action'], act2['action'])
+  for key in metrics1:
+    np.testing.assert_array_equal(metrics1[key], metrics2[key], err_msg=key)
+  for key in state1:
+    np.testing.assert_array_equal(state1[key], state2[key], err_msg=key)
+  assert agent.compile_counts()['train'] == 1  # load() kept the shardings.
+
+
+def other_model_state(built, argv):
+  """State of a differently configured model: shapes from jax.eval_shape on
+  its train step (traced, not compiled), zeros as values."""
+  agent = built[0]
+  _, aconfig = agent_config(argv)
+  obs_space, act_space = agent.obs_space, agent.act_space
+  model = Dreamer(obs_space, act_space, aconfig, name='agent')
+  spaces = {**obs_space, **act_space, **model.ext_space()}
+  data = {k: np.zeros((1, 3, *s.shape), s.dtype) for k, s in spaces.items()}
+  data['stepid'] = np.zeros((1, 3), np.int64)
+  shapes = jax.eval_shape(lambda d: nj.pure(model.train)(
+      {}, d, create=True, ignore=True, seed=np.uint32([0, 0]))[0], data)
+  return {k: np.zeros(s.shape, s.dtype) for k, s in shapes.items()}
+
+
+def test_load_mismatched_model_raises(built):
+  agent = built[0]
+  other = other_model_state(built, ['--agent.dyn.deter', '64'])
+  assert other.keys() == agent.save().keys()
+  with pytest.raises(ValueError, match=r'shape agent/dyn/\S+: checkpoint '):
+    agent.load(other)
+  # Missing and unexpected keys are named too.
+  state = agent.save()
+  key = sorted(state)[0]
+  state['agent/extra/kernel'] = state.pop(key)
+  with pytest.raises(ValueError) as info:
+    agent.load(state)
+  assert f'missing: {key}' in str(info.value)
+  assert 'unexpected: agent/extra/kernel' in str(info.value)
+
+
+def test_batch_not_divisible_by_devices_raises():
+  config, aconfig = agent_config(['--jax.train_devices', '3'])
+  obs_space, act_space = spaces(config)
+  with pytest.raises(ValueError, match='divisible'):
+    ejax.Agent(Dreamer, obs_space, act_space, aconfig)
+
+
+DATA_PARALLEL = textwrap.dedent('''
+  import json, sys
+  sys.path.insert(0, {root!r})
+  import jax
+  import numpy as np
+  from tests import test_agent as t
+  from dreamerv3.agent import Dreamer
+  from embodied import jax as ejax
+  result = {{'devices': len(jax.devices())}}
+  config, aconfig = t.agent_config(
+      ['--jax.train_devices', '4', '--batch_size', '4'])
+  obs_space, act_space = t.spaces(config)
+  agent = ejax.Agent(Dreamer, obs_space, act_space, aconfig)
+  result['mesh'] = int(agent.mesh.devices.size)
+  finite, shards = True, []
+  for i in range(2):
+    batch = t.random_batch(agent, i)
+    put = agent._put(batch)
+    shards.append(sorted(
+        (s.device.id, s.data.shape[0]) for s in put['vector'].addressable_shards))
+    _, metrics = agent.train(batch)
+    finite &= all(bool(np.isfinite(v).all()) for v in metrics.values())
+  result['finite'] = finite
+  result['shards'] = shards
+  result['spec'] = str(put['vector'].sharding.spec)
+  result['state_devices'] = len(next(iter(agent.state.values())).devices())
+  result['compiles'] = agent.compile_counts()['train']
+  try:
+    ejax.Agent(Dreamer, obs_space, act_space,
+               t.agent_config(['--batch_size', '6'])[1])
+    result['indivisible'] = 'no error'
+  except ValueError as e:
+    result['indivisible'] = str(e)
+  print('RESULT ' + json.dumps(result))
+''')
+
+
+def test_data_parallel_four_devices():
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
+                      ' --xla_force_host_platform_device_count=4').strip()
+  env['JAX_PLATFORMS'] = 'cpu'
+  proc = subprocess.run(
+      [sys.executable, '-c', DATA_PARALLEL.format(root=str(ROOT))],
+      env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=500)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+  assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[
+      -3000:]
+  result = json.loads(lines[-1][len('RESULT '):])
+  assert result['devices'] == 4 and result['mesh'] == 4
+  assert result['finite'], result
+  # Each of the 4 devices holds one of the 4 sequences of the batch.
+  for shards in result['shards']:
+    assert shards == [[d, 1] for d in range(4)], shards
+  assert result['spec'] == "PartitionSpec('batch',)", result['spec']
+  assert result['state_devices'] == 4  # Parameters are replicated.
+  assert result['compiles'] == 1
+  assert 'not divisible' in result['indivisible'], result['indivisible']

@@ -1,0 +1,264 @@
+"""Layers checked against loops and dense equivalents."""
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import ninjax as nj
+import numpy as np
+import pytest
+
+from embodied.jax import nets
+
+
+def rand(rng, *shape):
+  return jnp.asarray(rng.normal(size=shape), jnp.float32)
+
+
+def fill_params(fn, *args, seed=0):
+  """State for nj.pure(fn) without running the initializers: shapes come
+  from jax.eval_shape (nothing compiled) and values from NumPy. Compiling
+  the jax.random initializers costs seconds per tensor on CPU."""
+  shapes = jax.eval_shape(lambda *a: nj.pure(fn)(
+      {}, *a, create=True, seed=np.uint32([0, 0]))[0], *args)
+  rng = np.random.default_rng(seed)
+  state = {}
+  for key, s in sorted(shapes.items()):
+    if len(s.shape) >= 2:  # Kernels, scaled by fan-in.
+      fan_in = s.shape[-2] if len(s.shape) == 3 else math.prod(s.shape[:-1])
+      value = rng.normal(0, 1 / math.sqrt(fan_in), s.shape)
+    else:  # Norm scales near 1, biases and statistics near 0.
+      value = float(key.endswith('scale')) + rng.normal(0, 0.1, s.shape)
+    state[key] = jnp.asarray(value, s.dtype)
+  return state
+
+
+def conv_ref(x, k):
+  """SAME cross-correlation, stride 1, odd kernel, by loops over taps."""
+  x, k = np.asarray(x, np.float64), np.asarray(k, np.float64)
+  n, h, w, _ = x.shape
+  ks = k.shape[0]
+  p = ks // 2
+  xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  out = np.zeros((n, h, w, k.shape[-1]))
+  for i in range(h):
+    for j in range(w):
+      patch = xp[:, i:i + ks, j:j + ks]  # [n, ks, ks, cin]
+      out[:, i, j] = np.einsum('nabc,abco->no', patch, k)
+  return out
+
+
+def test_conv2d_lax_matches_loop():
+  rng = np.random.default_rng(0)
+  x, k = rand(rng, 2, 5, 6, 3), rand(rng, 3, 3, 3, 4)
+  for impl in ('lax', 'matmul'):
+    np.testing.assert_allclose(
+        nets.conv2d(x, k, impl), conv_ref(x, k), rtol=1e-5, atol=1e-5)
+
+
+CONV_CASES = [
+    # (n, h, w, cin, cout, kernel)
+    (2, 8, 8, 1, 3, 3), (1, 7, 5, 3, 2, 3), (2, 6, 6, 4, 8, 5),
+    (1, 9, 4, 2, 5, 5), (3, 4, 4, 6, 1, 5), (1, 3, 3, 2, 2, 5)]
+
+
+@pytest.mark.parametrize('case', CONV_CASES)
+def test_conv2d_matmul_equals_lax(case):
+  n, h, w, cin, cout, k = case
+  rng = np.random.default_rng(sum(case))
+  x, kern = rand(rng, n, h, w, cin), rand(rng, k, k, cin, cout)
+  lax = nets.conv2d(x, kern, 'lax')
+  mat = nets.conv2d(x, kern, 'matmul')
+  assert mat.shape == lax.shape == (n, h, w, cout)
+  np.testing.assert_allclose(mat, lax, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "conv2d impl='matmul' pads k//2 on both sides, but SAME padding for an "
+    'even kernel is (k//2 - 1, k//2): outputs shift by one pixel'))
+def test_conv2d_matmul_equals_lax_even_kernel():
+  rng = np.random.default_rng(1)
+  x, kern = rand(rng, 1, 6, 6, 2), rand(rng, 4, 4, 2, 3)
+  np.testing.assert_allclose(
+      nets.conv2d(x, kern, 'matmul'), nets.conv2d(x, kern, 'lax'),
+      rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_unknown_impl():
+  with pytest.raises(ValueError, match='impl'):
+    nets.conv2d(jnp.zeros((1, 2, 2, 1)), jnp.zeros((3, 3, 1, 1)), 'fft')
+
+
+def test_conv2d_gradients_match():
+  rng = np.random.default_rng(2)
+  for k in (3, 5):
+    x, kern, r = rand(rng, 2, 6, 5, 3), rand(rng, k, k, 3, 4), rand(
+        rng, 2, 6, 5, 4)
+    grads = {}
+    for impl in ('lax', 'matmul'):
+      loss = lambda x, kern: (nets.conv2d(x, kern, impl) * r).sum()
+      grads[impl] = jax.jit(jax.grad(loss, (0, 1)))(x, kern)
+    for a, b in zip(grads['lax'], grads['matmul']):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_upsample_vs_loop():
+  rng = np.random.default_rng(3)
+  x = np.asarray(rand(rng, 2, 3, 4, 2))
+  got = np.asarray(nets.upsample(jnp.asarray(x)))
+  assert got.shape == (2, 6, 8, 2)
+  for i, j in itertools.product(range(6), range(8)):
+    np.testing.assert_array_equal(got[:, i, j], x[:, i // 2, j // 2])
+
+
+@pytest.mark.parametrize('k', [3, 5])
+@pytest.mark.parametrize('impl', ['lax', 'matmul'])
+def test_upsample_conv2d_equals_conv_of_upsample(k, impl):
+  rng = np.random.default_rng(k)
+  for n, h, w, cin, cout in ((2, 4, 4, 3, 2), (1, 3, 5, 1, 4)):
+    x, kern = rand(rng, n, h, w, cin), rand(rng, k, k, cin, cout)
+    fast = nets.upsample_conv2d(x, kern, impl)
+    slow = conv_ref(nets.upsample(x), kern)
+    assert fast.shape == (n, 2 * h, 2 * w, cout)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-4)
+
+
+def test_upsample_conv2d_gradients_match():
+  rng = np.random.default_rng(4)
+  x, kern, r = rand(rng, 1, 3, 4, 2), rand(rng, 5, 5, 2, 3), rand(
+      rng, 1, 6, 8, 3)
+  fast = lambda x, k: (nets.upsample_conv2d(x, k, 'matmul') * r).sum()
+  slow = lambda x, k: (nets.conv2d(nets.upsample(x), k, 'lax') * r).sum()
+  gf = jax.jit(jax.grad(fast, (0, 1)))(x, kern)
+  gs = jax.jit(jax.grad(slow, (0, 1)))(x, kern)
+  for a, b in zip(gf, gs):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_maxpool2_vs_loop():
+  rng = np.random.default_rng(5)
+  x = np.asarray(rand(rng, 2, 6, 4, 3))
+  got = np.asarray(nets.maxpool2(jnp.asarray(x)))
+  assert got.shape == (2, 3, 2, 3)
+  for b, i, j, c in itertools.product(range(2), range(3), range(2), range(3)):
+    window = [x[b, 2 * i + di, 2 * j + dj, c] for di in (0, 1) for dj in (0, 1)]
+    assert got[b, i, j, c] == max(window)
+
+
+@pytest.mark.skipif(not hasattr(nets, 'conv2d_maxpool2'),
+                    reason='conv2d_maxpool2 not in this version')
+@pytest.mark.parametrize('k', [3, 5])
+@pytest.mark.parametrize('impl', ['lax', 'matmul'])
+def test_conv2d_maxpool2_equals_pool_of_conv(k, impl):
+  rng = np.random.default_rng(10 + k)
+  for n, h, w, cin, cout in ((2, 4, 4, 3, 2), (1, 6, 8, 1, 4)):
+    x, kern = rand(rng, n, h, w, cin), rand(rng, k, k, cin, cout)
+    fast = nets.conv2d_maxpool2(x, kern, impl)
+    slow = conv_ref(x, kern)
+    slow = slow.reshape(n, h // 2, 2, w // 2, 2, cout).max((2, 4))
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-4)
+
+
+# Modules.
+
+
+def run(module, *args, seed=0):
+  """Make the module's parameters, then apply it; returns (state, out)."""
+  state = fill_params(module, *args, seed=seed)
+  return nj.pure(module)(state, *args)
+
+
+def test_linear_formula():
+  rng = np.random.default_rng(6)
+  x = rand(rng, 2, 3, 5)
+  lin = nets.Linear(units=4, name='lin')
+  state, out = run(lin, x)
+  assert state['lin/kernel'].shape == (5, 4) and state['lin/bias'].shape == (4,)
+  want = np.asarray(x) @ np.asarray(state['lin/kernel']) + np.asarray(
+      state['lin/bias'])
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+  # Zero outscale gives a zero kernel.
+  state, _ = nj.pure(nets.Linear(units=3, outscale=0.0, name='zero'))(
+      {}, x, create=True, seed=0)
+  np.testing.assert_array_equal(state['zero/kernel'], 0)
+
+
+@pytest.mark.parametrize('blocks,units,inp', [(2, 6, 4), (4, 8, 12), (1, 3, 5)])
+def test_block_linear_equals_block_diagonal_dense(blocks, units, inp):
+  rng = np.random.default_rng(blocks * units)
+  x = rand(rng, 3, 2, inp)  # Two batch dims.
+  mod = nets.BlockLinear(units=units, blocks=blocks, name='blin')
+  state, out = run(mod, x, seed=1)
+  kernel = np.asarray(state['blin/kernel'])
+  bin_, bout = inp // blocks, units // blocks
+  assert kernel.shape == (blocks, bin_, bout)
+  dense = np.zeros((inp, units))
+  for k in range(blocks):
+    for i in range(bin_):
+      for o in range(bout):
+        dense[k * bin_ + i, k * bout + o] = kernel[k, i, o]
+  want = np.asarray(x) @ dense + np.asarray(state['blin/bias'])
+  assert out.shape == (3, 2, units)
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_norm_rms_and_layer_formulas():
+  rng = np.random.default_rng(7)
+  x = np.asarray(rand(rng, 3, 6)) * 3
+  scale = np.asarray(rand(rng, 6))
+  offset = np.asarray(rand(rng, 6))
+  for kind in ('rms', 'layer'):
+    mod = nets.Norm(kind=kind, eps=1e-4, name='norm')
+    state, _ = nj.pure(mod)({}, jnp.asarray(x), create=True)  # No randoms.
+    np.testing.assert_array_equal(state['norm/scale'], 1)
+    state['norm/scale'] = jnp.asarray(scale)
+    if kind == 'layer':
+      state['norm/offset'] = jnp.asarray(offset)
+    _, out = nj.pure(mod)(state, jnp.asarray(x))
+    for b in range(3):
+      row = x[b].astype(np.float64)
+      if kind == 'rms':
+        want = row / np.sqrt((row ** 2).mean() + 1e-4) * scale
+      else:
+        mu, var = row.mean(), ((row - row.mean()) ** 2).mean()
+        want = (row - mu) / np.sqrt(var + 1e-4) * scale + offset
+      np.testing.assert_allclose(out[b], want, rtol=1e-5, atol=1e-5)
+  # 'none' is the identity.
+  _, out = nj.pure(nets.Norm(kind='none', name='n'))({}, jnp.asarray(x))
+  np.testing.assert_array_equal(out, x)
+
+
+def test_mlp_is_linear_norm_act():
+  rng = np.random.default_rng(8)
+  x = rand(rng, 2, 3, 4)
+  mlp = nets.MLP(layers=2, units=5, act='silu', norm='rms', name='mlp')
+  state, out = run(mlp, x)
+  h = np.asarray(x, np.float64).reshape(6, 4)
+  for i in range(2):
+    h = h @ np.asarray(state[f'mlp/linear{i}/kernel']) + np.asarray(
+        state[f'mlp/linear{i}/bias'])
+    h = h / np.sqrt((h ** 2).mean(-1, keepdims=True) + 1e-4)
+    h = h * np.asarray(state[f'mlp/norm{i}/scale'])
+    h = h / (1 + np.exp(-h))
+  np.testing.assert_allclose(out, h.reshape(2, 3, 5), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('upsample', [False, True])
+def test_conv2d_module(upsample):
+  rng = np.random.default_rng(9)
+  x = rand(rng, 2, 4, 4, 3)
+  outs = {}
+  for impl in ('lax', 'matmul'):
+    mod = nets.Conv2D(depth=2, kernel=5, upsample=upsample, impl=impl,
+                      name='conv')
+    state, outs[impl] = run(mod, x)  # Same parameters for both impls.
+  inp = nets.upsample(x) if upsample else x
+  want = conv_ref(inp, state['conv/kernel']) + np.asarray(state['conv/bias'])
+  for impl, out in outs.items():
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
+
+
+def test_act_unknown_name():
+  with pytest.raises(ValueError, match='swish'):
+    nets.act('swish')
