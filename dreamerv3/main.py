@@ -133,7 +133,7 @@ def make_replay(config, name, directory=True):
 
 
 def make_logger(config):
-  from embodied.run.common import JSONL, Summary
+  from embodied.run.common import JSONL, Summary, TensorBoard
   logdir = elements.Path(config.logdir)
   step = elements.Counter()
   outputs = []
@@ -145,11 +145,10 @@ def make_logger(config):
       outputs.append(JSONL(
           logdir, 'scores.jsonl', r'^(episode|eval_episode)/(score|length)$'))
     elif name == 'scope':
-      outputs.append(elements.logger.ScopeOutput(
-          logdir / 'scope', fps=config.logger.fps))
+      # Writes into LOGDIR/scope.
+      outputs.append(elements.logger.ScopeOutput(logdir, fps=config.logger.fps))
     elif name == 'tensorboard':
-      outputs.append(elements.logger.TensorBoardOutput(
-          str(logdir / 'tensorboard'), fps=config.logger.fps))
+      outputs.append(TensorBoard(logdir / 'tensorboard'))
     elif name == 'wandb':
       outputs.append(elements.logger.WandBOutput(
           name=logdir.name, project=config.logger.wandb_project,

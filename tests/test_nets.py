@@ -146,8 +146,6 @@ def test_maxpool2_vs_loop():
     assert got[b, i, j, c] == max(window)
 
 
-@pytest.mark.skipif(not hasattr(nets, 'conv2d_maxpool2'),
-                    reason='conv2d_maxpool2 not in this version')
 @pytest.mark.parametrize('k', [3, 5])
 @pytest.mark.parametrize('impl', ['lax', 'matmul'])
 def test_conv2d_maxpool2_equals_pool_of_conv(k, impl):
@@ -244,19 +242,23 @@ def test_mlp_is_linear_norm_act():
   np.testing.assert_allclose(out, h.reshape(2, 3, 5), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('upsample', [False, True])
-def test_conv2d_module(upsample):
+@pytest.mark.parametrize('mode', ['plain', 'upsample', 'pool'])
+def test_conv2d_module(mode):
   rng = np.random.default_rng(9)
-  x = rand(rng, 2, 4, 4, 3)
+  x = rand(rng, 2, 4, 6, 3)
   outs = {}
-  for impl in ('lax', 'matmul'):
-    mod = nets.Conv2D(depth=2, kernel=5, upsample=upsample, impl=impl,
+  for impl, fast in itertools.product(('lax', 'matmul'), (True, False)):
+    mod = nets.Conv2D(depth=2, kernel=5, upsample=(mode == 'upsample'),
+                      pool=(mode == 'pool'), impl=impl, fast=fast,
                       name='conv')
-    state, outs[impl] = run(mod, x)  # Same parameters for both impls.
-  inp = nets.upsample(x) if upsample else x
-  want = conv_ref(inp, state['conv/kernel']) + np.asarray(state['conv/bias'])
-  for impl, out in outs.items():
-    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
+    state, outs[impl, fast] = run(mod, x)  # Same parameters for all.
+  inp = nets.upsample(x) if mode == 'upsample' else x
+  want = conv_ref(inp, state['conv/kernel'])
+  if mode == 'pool':
+    want = np.asarray(nets.maxpool2(jnp.asarray(want)))
+  want = want + np.asarray(state['conv/bias'])
+  for key, out in outs.items():
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4, err_msg=key)
 
 
 def test_act_unknown_name():

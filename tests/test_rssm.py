@@ -310,14 +310,24 @@ def decode(dec, feat, obs, weights=None):
   return means, preds, losses
 
 
-def test_encoder_impls_agree():
+def test_encoder_decoder_variants_agree():
+  # The fast conv formulations with lax convolutions equal the direct ones
+  # with matmul convolutions, given the same parameters.
   obs = make_obs(2)
-  enc = rssm_lib.Encoder(OBS, **NETS, impl='lax', name='enc')
-  state = fill_params(enc, obs)
-  _, lax = pure_jit(enc)(state, obs)
-  enc2 = rssm_lib.Encoder(OBS, **NETS, impl='matmul', name='enc')
-  _, mat = pure_jit(enc2)(state, obs)
-  np.testing.assert_allclose(mat, lax, rtol=1e-4, atol=1e-5)
+  feat = jnp.asarray(np.random.default_rng(5).normal(size=(B, 3, 10)),
+                     jnp.float32)
+  results = []
+  for impl, fast in (('lax', True), ('matmul', False)):
+    enc = rssm_lib.Encoder(OBS, **NETS, impl=impl, fast=fast, name='enc')
+    dec = rssm_lib.Decoder(OBS, **NETS, impl=impl, fast=fast, name='dec')
+    def both(o, f):
+      return enc(o), {k: d.mean for k, d in dec(f).items()}
+    state = fill_params(both, obs, feat)  # Equal for both variants.
+    results.append(pure_jit(both)(state, obs, feat)[1])
+  (tok1, dec1), (tok2, dec2) = results
+  np.testing.assert_allclose(tok1, tok2, rtol=1e-4, atol=1e-5)
+  for key in dec1:
+    np.testing.assert_allclose(dec1[key], dec2[key], rtol=1e-4, atol=1e-5)
 
 
 def test_decoder_losses_by_hand():

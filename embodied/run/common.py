@@ -149,3 +149,20 @@ class JSONL:
       with self.path.open('a') as f:
         f.write(''.join(json.dumps({'step': step, **values}) + '\n'
                         for step, values in bystep.items()))
+
+
+class TensorBoard:
+  """elements.Logger output writing scalars (and images) with tensorboardX,
+  so TensorBoard logs need no TensorFlow install."""
+
+  def __init__(self, logdir):
+    from tensorboardX import SummaryWriter
+    self.writer = SummaryWriter(str(logdir), flush_secs=30)
+
+  def __call__(self, summaries):
+    for step, name, value in summaries:
+      if isinstance(value, np.ndarray) and value.ndim == 0:
+        self.writer.add_scalar(name, float(value), step)
+      elif isinstance(value, np.ndarray) and value.ndim == 3:
+        self.writer.add_image(name, value, step, dataformats='HWC')
+    self.writer.flush()
