@@ -1,10 +1,11 @@
 """The DreamerV3 agent: world model, actor and critic trained in imagination.
 
-Seams for extensions (set by config, see dreamerv3/extensions.py):
+Seams for extensions, each replaceable by a module of its own:
   - imag_reward(states, feat) -> reward used in imagination
-  - recon_weights(data) -> {image key: per-pixel weights} for the image loss
+  - recon_weights(obs) -> {image key: per-pixel weights} for the image loss
   - priority signals: train() returns outs['priority'] ([B, T]) chosen by
-    config.priosignal from the per-step losses of the same forward pass
+    config.priosignal from the per-step losses of the same forward pass;
+    replay hands it to its sampler
 """
 
 import elements

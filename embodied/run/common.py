@@ -140,15 +140,23 @@ class JSONL:
     self.pattern = re.compile(pattern)
 
   def __call__(self, summaries):
-    bystep = collections.defaultdict(dict)
+    # One line per step; a key seen twice at one step (two episodes ending
+    # on the same env step) starts a new line so no value is lost.
+    lines, current, current_step = [], {}, None
     for step, name, value in summaries:
-      if (self.pattern.search(name) and isinstance(value, np.ndarray) and
-          value.ndim == 0):
-        bystep[step][name] = float(value)
-    if bystep:
+      if not (self.pattern.search(name) and isinstance(value, np.ndarray) and
+              value.ndim == 0):
+        continue
+      if current and (step != current_step or name in current):
+        lines.append({'step': current_step, **current})
+        current = {}
+      current_step = step
+      current[name] = float(value)
+    if current:
+      lines.append({'step': current_step, **current})
+    if lines:
       with self.path.open('a') as f:
-        f.write(''.join(json.dumps({'step': step, **values}) + '\n'
-                        for step, values in bystep.items()))
+        f.write(''.join(json.dumps(line) + '\n' for line in lines))
 
 
 class TensorBoard:
