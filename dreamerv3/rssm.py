@@ -155,13 +155,18 @@ class RSSM(nj.Module):
     for i in range(self.dynlayers):
       x = self.sub(f'dyn{i}', nets.BlockLinear, units=self.deter, blocks=g)(x)
       x = nets.act(self.act)(self.sub(f'dyn{i}norm', nets.Norm, kind=self.norm)(x))
-    x = self.sub('gates', nets.BlockLinear, units=3 * self.deter, blocks=g)(x)
-    x = x.astype(f32).reshape(b, g, 3, -1)
-    reset, cand, update = [x[:, :, i].reshape(b, -1) for i in range(3)]
+    # Gates stay block-major ([blocks, N, 3 * D / blocks]) so the update
+    # below runs on contiguous memory; one transpose at the end.
+    x = self.sub('gates', nets.BlockLinear, units=3 * self.deter, blocks=g)(
+        x, block_major=True)
+    x = x.astype(f32).reshape(g, b, 3, -1)
+    reset, cand, update = x[:, :, 0], x[:, :, 1], x[:, :, 2]
     reset = jax.nn.sigmoid(reset)
     cand = jnp.tanh(reset * cand)
     update = jax.nn.sigmoid(update - 1)
-    return update * cand + (1 - update) * deter.astype(f32)
+    deter = deter.astype(f32).reshape(b, g, -1).transpose(1, 0, 2)
+    deter = update * cand + (1 - update) * deter
+    return deter.transpose(1, 0, 2).reshape(b, -1)
 
   def _prior(self, deter):
     x = deter.astype(nets.COMPUTE_DTYPE)

@@ -130,10 +130,12 @@ def test_policy_compiles_once(built):
   # The carry from init_policy must have the sharding that policy returns,
   # else the second call misses the jit cache.
   agent = built[0]
-  carry = agent.init_policy(4)
-  for i in range(3):
-    carry, _, _ = agent.policy(carry, random_obs(agent, 4, i, first=(i == 0)))
-  assert agent.compile_counts()['policy_train'] == 1
+  for mode in ('train', 'eval'):
+    carry = agent.init_policy(4)
+    for i in range(3):
+      obs = random_obs(agent, 4, i, first=(i == 0))
+      carry, _, _ = agent.policy(carry, obs, mode)
+    assert agent.compile_counts()[f'policy_{mode}'] == 1
 
 
 def test_policy_actions_in_space(built):
@@ -230,6 +232,7 @@ DATA_PARALLEL = textwrap.dedent('''
   sys.path.insert(0, {root!r})
   import jax
   import numpy as np
+  from jax.sharding import PartitionSpec as P
   from tests import test_agent as t
   from dreamerv3.agent import Dreamer
   from embodied import jax as ejax
@@ -243,15 +246,19 @@ DATA_PARALLEL = textwrap.dedent('''
   for i in range(2):
     batch = t.random_batch(agent, i)
     put = agent._put(batch)
-    shards.append(sorted(
-        (s.device.id, s.data.shape[0]) for s in put['vector'].addressable_shards))
+    shards.append(sorted((s.device.id, s.data.shape[0])
+                         for s in put['vector'].addressable_shards))
     _, metrics = agent.train(batch)
     finite &= all(bool(np.isfinite(v).all()) for v in metrics.values())
   result['finite'] = finite
   result['shards'] = shards
-  result['spec'] = str(put['vector'].sharding.spec)
+  result['spec'] = put['vector'].sharding.spec == P('batch')
   result['state_devices'] = len(next(iter(agent.state.values())).devices())
-  result['compiles'] = agent.compile_counts()['train']
+  carry = agent.init_policy(4)
+  for i in range(2):
+    carry, act, _ = agent.policy(carry, t.random_obs(agent, 4, i, i == 0))
+  result['actions'] = act['action'].tolist()
+  result['compiles'] = agent.compile_counts()
   try:
     ejax.Agent(Dreamer, obs_space, act_space,
                t.agent_config(['--batch_size', '6'])[1])
@@ -279,7 +286,10 @@ def test_data_parallel_four_devices():
   # Each of the 4 devices holds one of the 4 sequences of the batch.
   for shards in result['shards']:
     assert shards == [[d, 1] for d in range(4)], shards
-  assert result['spec'] == "PartitionSpec('batch',)", result['spec']
+  assert result['spec']  # Sharded along the batch axis of the mesh.
   assert result['state_devices'] == 4  # Parameters are replicated.
-  assert result['compiles'] == 1
+  assert result['compiles']['train'] == 1
+  assert result['compiles']['policy_train'] == 1
+  assert len(result['actions']) == 4
+  assert all(0 <= a < 6 for a in result['actions'])
   assert 'not divisible' in result['indivisible'], result['indivisible']

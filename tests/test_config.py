@@ -141,8 +141,18 @@ def test_numeric_defaults_are_numbers():
 def test_cartpole_block():
   config = parse(['--configs', 'cartpole'])
   assert config.task == 'gym_CartPole-v1'
-  assert config.agent.dyn.deter == 256
-  assert set(keys_ending(config, '.units').values()) == {128}
+  units = main.load_blocks()['cartpole'][r'.*\.units']
+  assert set(keys_ending(config, '.units').values()) == {units}
+
+
+@pytest.mark.parametrize('name', [
+    k for k in main.load_blocks() if k != 'defaults'])
+def test_every_block_applies_its_values(name):
+  # Each literal key of the block ends up in the parsed config.
+  block = elements.Config(main.load_blocks()['defaults']).update(
+      main.load_blocks()[name])
+  config = parse(['--configs', name])
+  assert config.flat == block.flat
 
 
 # Bad inputs.

@@ -16,11 +16,11 @@ def rand(rng, *shape):
   return jnp.asarray(rng.normal(size=shape), jnp.float32)
 
 
-def fill_params(fn, *args, seed=0):
-  """State for nj.pure(fn) without running the initializers: shapes come
+def fill_params(method, *args, seed=0):
+  """State for nj.pure(method) without running the initializers: shapes come
   from jax.eval_shape (nothing compiled) and values from NumPy. Compiling
   the jax.random initializers costs seconds per tensor on CPU."""
-  shapes = jax.eval_shape(lambda *a: nj.pure(fn)(
+  shapes = jax.eval_shape(lambda *a: nj.pure(method)(
       {}, *a, create=True, seed=np.uint32([0, 0]))[0], *args)
   rng = np.random.default_rng(seed)
   state = {}

@@ -9,7 +9,6 @@ import ninjax as nj
 import numpy as np
 import pytest
 
-import embodied.jax.functional as fn
 from embodied.jax import outs
 from dreamerv3 import rssm as rssm_lib
 
@@ -17,11 +16,11 @@ ACT = {'action': elements.Space(np.int32, (), 0, 3)}
 B, T, E = 2, 6, 5
 
 
-def fill_params(fn, *args, seed=0):
-  """State for nj.pure(fn) without running the initializers: shapes come
+def fill_params(method, *args, seed=0):
+  """State for nj.pure(method) without running the initializers: shapes come
   from jax.eval_shape (nothing compiled) and values from NumPy. Compiling
   the jax.random initializers costs seconds per tensor on CPU."""
-  shapes = jax.eval_shape(lambda *a: nj.pure(fn)(
+  shapes = jax.eval_shape(lambda *a: nj.pure(method)(
       {}, *a, create=True, seed=np.uint32([0, 0]))[0], *args)
   rng = np.random.default_rng(seed)
   state = {}
@@ -272,9 +271,9 @@ def make_obs(seed, bshape=(B, 3)):
   return obs
 
 
-def pure_jit(fn, **kw):
-  """jit(nj.pure(fn)); eager convolutions compile every slice separately."""
-  return jax.jit(lambda state, *a: nj.pure(fn)(state, *a, **kw))
+def pure_jit(method, **kw):
+  """jit(nj.pure(method)); eager convs compile every slice separately."""
+  return jax.jit(lambda state, *a: nj.pure(method)(state, *a, **kw))
 
 
 def test_encoder_decoder_shapes():
@@ -337,7 +336,8 @@ def test_decoder_losses_by_hand():
   obs = make_obs(4)
   w = rng.uniform(0, 2, (B, 3, 16, 16, 3)).astype(np.float32)
   _, (means, preds, losses) = pure_jit(
-      lambda f, o, w: decode(dec, f, o, w))(fill_params(dec, feat), feat, obs, w)
+      lambda f, o, w: decode(dec, f, o, w))(
+          fill_params(dec, feat), feat, obs, w)
   mean = np.asarray(means['image'], np.float64)
   err = (mean - obs['image'] / 255.0) ** 2
   np.testing.assert_allclose(

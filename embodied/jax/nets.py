@@ -67,7 +67,9 @@ class BlockLinear(nj.Module):
   blocks: int = 8
   bias: bool = True
 
-  def __call__(self, x):
+  def __call__(self, x, block_major=False):
+    """x [..., blocks * i] -> [..., units], or [blocks, N, units / blocks]
+    with block_major (saves a transpose when the caller works per block)."""
     assert x.shape[-1] % self.blocks == 0, (x.shape, self.blocks)
     assert self.units % self.blocks == 0, (self.units, self.blocks)
     bin_, bout = x.shape[-1] // self.blocks, self.units // self.blocks
@@ -80,10 +82,12 @@ class BlockLinear(nj.Module):
     x = jax.lax.dot_general(
         x.transpose(1, 0, 2), kernel.astype(COMPUTE_DTYPE),
         (((2,), (1,)), ((0,), (0,))))
-    x = x.transpose(1, 0, 2).reshape((*bshape, self.units))
     if self.bias:
-      x = x + self.value('bias', jnp.zeros, self.units, f32).astype(x.dtype)
-    return x
+      bias = self.value('bias', jnp.zeros, self.units, f32).astype(x.dtype)
+      x = x + bias.reshape(self.blocks, 1, bout)
+    if block_major:
+      return x
+    return x.transpose(1, 0, 2).reshape((*bshape, self.units))
 
 
 class Norm(nj.Module):
@@ -143,8 +147,10 @@ def _patches(x, k):
 
 
 def conv2d(x, kernel, impl='lax'):
-  """SAME convolution with stride 1. kernel: [k, k, cin, cout]."""
+  """SAME convolution with stride 1. kernel: [k, k, cin, cout], k odd."""
   k, _, cin, cout = kernel.shape
+  if k % 2 == 0:
+    raise ValueError(f'Convolution kernels must have an odd size, got {k}.')
   if impl == 'lax':
     return jax.lax.conv_general_dilated(
         x, kernel, (1, 1), 'SAME',
