@@ -52,6 +52,7 @@ def parse(argv, blocks=None):
           f"Unknown config block '{name}'. Available blocks: "
           f"{', '.join(k for k in blocks if k != 'defaults')}")
     try:
+      _check_bools(config, blocks[name], name)
       config = config.update(blocks[name])
     except (KeyError, TypeError) as e:
       raise ConfigError(f"In config block '{name}': {_msg(e)}") from None
@@ -63,6 +64,43 @@ def parse(argv, blocks=None):
     raise ConfigError(
         f"Unknown script '{config.script}', choose from {', '.join(SCRIPTS)}")
   return config
+
+
+def _check_bools(config, block, name, prefix=''):
+  """elements converts any string to bool; a block must say True/False."""
+  for key, value in block.items():
+    full = f'{prefix}.{key}' if prefix else key
+    if isinstance(value, dict):
+      _check_bools(config, value, name, full)
+      continue
+    keys = [k for k in config.flat if re.fullmatch(full, k)] \
+        if elements.Config.IS_PATTERN.match(full) else [full]
+    for k in keys:
+      if isinstance(config.flat.get(k), bool) and not isinstance(value, bool):
+        raise ConfigError(
+            f"In config block '{name}': key '{k}' needs True or False, "
+            f"got {value!r}")
+
+
+def check_values(config):
+  """Values that parse but cannot work, caught before the logdir."""
+  outputs = ('terminal', 'jsonl', 'scope', 'tensorboard', 'wandb')
+  for output in config.logger.outputs:
+    if output not in outputs:
+      raise ConfigError(
+          f"Unknown logger output '{output}' (logger.outputs): choose from "
+          f"{', '.join(outputs)}")
+  length = config.batch_length + config.replay_context
+  if config.replay.chunksize <= length:
+    raise ConfigError(
+        f'replay.chunksize ({config.replay.chunksize}) must be larger than '
+        f'batch_length + replay_context ({length}).')
+  if len(config.env.size) != 2:
+    raise ConfigError(
+        f'env.size needs two values (height, width), got {config.env.size}')
+  for key in ('batch_size', 'batch_length', 'run.envs'):
+    if config[key] < 1:
+      raise ConfigError(f'{key} must be at least 1, got {config[key]}')
 
 
 def _msg(e):
@@ -185,6 +223,7 @@ def main(argv=None):
     config = config.update(logdir=f'~/logdir/{stamp}-{config.task}')
   logdir = elements.Path(os.path.expanduser(config.logdir))
   config = config.update(logdir=str(logdir))
+  check_values(config)
   check_logdir(config, logdir)
   check_outputs(config)
 

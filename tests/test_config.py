@@ -203,9 +203,6 @@ def test_block_with_wrong_type():
   assert "'mine'" in msg and 'batch_size' in msg and 'abc' in msg
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "parse() accepts a non-bool string for a bool key inside a config "
-    "block: elements.Config.update does bool('maybe') -> True"))
 def test_block_with_wrong_bool():
   blocks = {**main.load_blocks(), 'mine': {'jax': {'jit': 'maybe'}}}
   msg = errmsg(['--configs', 'mine'], blocks)
@@ -263,3 +260,15 @@ def test_check_logdir_non_structural_change_passes(logdir, flag, value):
   config = parse(
       ['--configs', 'debug', '--task', 'dummy_vector', flag, value])
   check_logdir(config, logdir)
+
+
+def test_values_that_cannot_work_are_rejected():
+  for args, culprit in [
+      (['--env.size', '32'], 'env.size'),
+      (['--replay.chunksize', '8', '--batch_length', '8'], 'chunksize'),
+      (['--logger.outputs', 'terminal,nope'], "'nope'"),
+      (['--batch_size', '0'], 'batch_size')]:
+    config = main.parse(args)
+    with pytest.raises(main.ConfigError) as e:
+      main.check_values(config)
+    assert culprit in str(e.value), (args, str(e.value))

@@ -287,9 +287,6 @@ def test_incompatible_logdir(env, short_run):
   assert tree_hash(logdir) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dreamerv3/main.py checks logger.outputs only in make_logger(), after "
-    "write_config() created the logdir and the agent was built"))
 def test_bad_logger_output(env, tmp_path):
   logdir = tmp_path / 'new'
   proc = run(env, logdir, '--logger.outputs', 'terminal,nope', timeout=240)
@@ -297,9 +294,6 @@ def test_bad_logger_output(env, tmp_path):
   assert not logdir.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'replay.chunksize <= batch_length + replay_context is only caught by '
-    'embodied.Replay (ValueError traceback, exit 1) after the logdir exists'))
 def test_bad_replay_chunksize(env, tmp_path):
   logdir = tmp_path / 'new'
   proc = run(env, logdir, '--replay.chunksize', '4', timeout=240)
@@ -340,10 +334,6 @@ def test_cuda_platform_fails(cuda_run):
   assert not logdir.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "embodied/jax/agent.py setup() catches only RuntimeError, but "
-    "jax.devices('cuda') on a CPU-only jax raises AssertionError: traceback "
-    "and exit 1 instead of the PlatformError message and exit 2"))
 def test_cuda_platform_message(cuda_run):
   _, proc = cuda_run
   check_error(proc, 'cuda')

@@ -74,15 +74,14 @@ def test_conv2d_matmul_equals_lax(case):
   np.testing.assert_allclose(mat, lax, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "conv2d impl='matmul' pads k//2 on both sides, but SAME padding for an "
-    'even kernel is (k//2 - 1, k//2): outputs shift by one pixel'))
-def test_conv2d_matmul_equals_lax_even_kernel():
+@pytest.mark.parametrize('impl', ['lax', 'matmul'])
+def test_conv2d_even_kernel_rejected(impl):
+  # SAME padding of an even kernel is asymmetric, which the matmul patches
+  # (k // 2 on both sides) would get wrong by a pixel; both impls refuse.
   rng = np.random.default_rng(1)
   x, kern = rand(rng, 1, 6, 6, 2), rand(rng, 4, 4, 2, 3)
-  np.testing.assert_allclose(
-      nets.conv2d(x, kern, 'matmul'), nets.conv2d(x, kern, 'lax'),
-      rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match='odd'):
+    nets.conv2d(x, kern, impl)
 
 
 def test_conv2d_unknown_impl():

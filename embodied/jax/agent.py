@@ -36,10 +36,10 @@ def setup(platform='auto', compute_dtype='auto', debug_nans=False,
     try:
       jax.config.update('jax_platforms', platform)
       devices = jax.devices(platform)
-    except RuntimeError as e:
+    except Exception as e:  # RuntimeError, or AssertionError for cuda.
       raise PlatformError(
           f"jax.platform '{platform}' was requested but JAX has no such "
-          f"backend here ({e.__class__.__name__}: {str(e).splitlines()[0]}). "
+          f"backend here ({e.__class__.__name__}: {(str(e).splitlines() or [''])[0]}). "
           "Install the matching jax extra (e.g. 'pip install jax[cuda12]') "
           "or use --jax.platform auto.") from None
   else:

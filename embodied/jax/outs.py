@@ -62,7 +62,9 @@ def encode_twohot(x, bins):
   n = bins.shape[0]
   below = (bins <= x[..., None]).astype(jnp.int32).sum(-1) - 1
   below = jnp.clip(below, 0, n - 1)
-  above = jnp.clip(below + 1, 0, n - 1)
+  # Counted from the top so values outside the range land on an edge bin.
+  above = n - (bins > x[..., None]).astype(jnp.int32).sum(-1)
+  above = jnp.clip(above, 0, n - 1)
   equal = below == above
   dist_below = jnp.where(equal, 1, jnp.abs(bins[below] - x))
   dist_above = jnp.where(equal, 1, jnp.abs(bins[above] - x))
@@ -82,10 +84,10 @@ def sample_onehot(seed, probs):
   a uniform draw. Avoids argmax, which XLA:CPU runs slowly."""
   cdf = jnp.cumsum(probs, -1)
   u = jax.random.uniform(seed, probs.shape[:-1] + (1,), f32) * cdf[..., -1:]
-  hit = (cdf >= u) & (cdf - probs < u)
-  # Ties at interval edges (probability-zero events) keep the first hit.
-  first = jnp.cumsum(hit.astype(jnp.int32), -1) == 1
-  return (hit & first).astype(f32)
+  # The chosen class is the number of CDF values at or below u; every draw
+  # gets exactly one class (also u = 0 and rounding gaps between classes).
+  idx = jnp.minimum((cdf <= u).astype(jnp.int32).sum(-1), probs.shape[-1] - 1)
+  return jax.nn.one_hot(idx, probs.shape[-1], dtype=f32)
 
 
 class Binary:
