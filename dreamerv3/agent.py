@@ -22,6 +22,7 @@ from . import rssm
 
 f32 = jnp.float32
 sg = jax.lax.stop_gradient
+PRIO_SIGNALS = ('none', 'uncertainty', 'model', 'recon', 'value')
 
 
 class Head(nj.Module):
@@ -170,6 +171,7 @@ class Dreamer(nj.Module):
     return metrics
 
   def loss(self, data):
+    """Total loss and (outs for replay, metrics) for one batch."""
     c = self.config
     K = c.replay_context
     B, T = data['is_first'].shape[0], data['is_first'].shape[1] - K
@@ -177,33 +179,72 @@ class Dreamer(nj.Module):
     # Step t consumes the action chosen at step t - 1.
     prevact = jnp.concatenate([jnp.zeros_like(act[:, :1]), act[:, :-1]], 1)
     prevact = prevact[:, K:]
-    carry = self._context(data, B, K)
     obs = {k: v[:, K:] for k, v in data.items() if k in self.obs_space}
     tokens = self.enc(obs)
-    _, entries = self.dyn.observe(carry, tokens, prevact, obs['is_first'])
+    _, entries = self.dyn.observe(
+        self._context(data, B, K), tokens, prevact, obs['is_first'])
     feat = self.dyn.feat(entries)
 
+    losses, metrics, kl = self._world_model_loss(obs, entries, feat)
+    ret, imag_losses, imag_metrics = self._imagination_loss(obs, entries)
+    losses.update(imag_losses)
+    metrics.update(imag_metrics)
+    losses['repval'], rdist, rret = self._replay_value_loss(
+        obs, feat, ret[:, 0].reshape(B, T))
+    total = sum(c.loss_scales[k] * v.mean() for k, v in losses.items())
+    metrics.update({f'loss/{k}': v.mean() for k, v in losses.items()})
+
+    outs_ = {}
+    if K:
+      outs_['replay'] = {
+          'stepid': data['stepid'][:, K:],
+          'deter': sg(entries['deter']).astype(jnp.float16),
+          'stoch': jnp.argmax(entries['stoch'], -1).astype(jnp.int8)}
+    if c.priosignal != 'none':
+      signals = {
+          'uncertainty': lambda: kl['dyn_raw'],
+          'model': lambda: kl['dyn_raw'] + kl['rep_raw'],
+          'recon': lambda: losses['rec'],
+          # Known for all but the last step; it repeats the one before.
+          'value': lambda: _pad_last(jnp.abs(rdist.pred() - rret))}
+      outs_['priority'] = {
+          'stepid': data['stepid'][:, K:],
+          'value': sg(signals[c.priosignal]()).astype(f32)}
+    return total, (outs_, metrics)
+
+  def _world_model_loss(self, obs, entries, feat):
     losses, metrics = {}, {}
     kl = self.dyn.losses(entries)
     losses['dyn'], losses['rep'] = kl['dyn'], kl['rep']
     weights = self.recon_weights(obs)
     recs = {}
     for key, dist in self.dec(feat).items():
-      recs[key] = dist.loss(obs[key], weights.get(key)) \
-          if key in weights else dist.loss(obs[key])
+      recs[key] = dist.loss(obs[key], weights.get(key))
     losses['rec'] = sum(recs.values())
     losses['rew'] = self.rew(feat).loss(obs['reward'])
     losses['con'] = self.con(feat).loss(1.0 - obs['is_terminal'].astype(f32))
+    metrics.update({f'loss/rec_{k}': v.mean() for k, v in recs.items()})
+    metrics.update({
+        'dyn/kl_dyn_raw': kl['dyn_raw'].mean(),
+        'dyn/kl_rep_raw': kl['rep_raw'].mean(),
+        'dyn/post_ent': kl['post_ent'].mean(),
+        'dyn/prior_ent': kl['prior_ent'].mean(),
+        'data/reward': obs['reward'].astype(f32).mean(),
+        'data/is_terminal': obs['is_terminal'].astype(f32).mean()})
+    return losses, metrics, kl
 
-    # Imagination from every posterior state.
+  def _imagination_loss(self, obs, entries):
+    """Actor (REINFORCE on normalised advantages) and critic (lambda
+    returns plus slow-critic regulariser) on rollouts from every posterior
+    state. Returns the lambda returns [B * T, H] too."""
+    c = self.config
     start = jax.tree.map(
-        lambda x: sg(x).reshape((B * T, *x.shape[2:])),
+        lambda x: sg(x).reshape((-1, *x.shape[2:])),
         {'deter': entries['deter'], 'stoch': entries['stoch']})
     policy = lambda f: {k: d.sample(nj.seed())
                         for k, d in self.pol(sg(f)).items()}
     states, actions = self.dyn.imagine(start, policy, c.imag_length)
-    states = sg(states)
-    actions = sg(actions)
+    states, actions = sg(states), sg(actions)
     ifeat = self.dyn.feat(states)
     rew = self.imag_reward(states, ifeat)
     con = self.con(ifeat).prob()
@@ -218,65 +259,34 @@ class Dreamer(nj.Module):
     dists = self.pol(ifeat[:, :-1])
     logp = sum(d.logp(actions[k][:, :-1]) for k, d in dists.items())
     ent = sum(d.entropy() for d in dists.values())
-    losses['policy'] = -(logp * sg(adv) + c.entropy * ent) * weight
     vdist = self.val(ifeat[:, :-1])
     slow = self.slowval(ifeat[:, :-1]).pred()
-    losses['value'] = (vdist.loss(sg(ret)) +
-                       c.slowreg * vdist.loss(sg(slow))) * weight
+    losses = {
+        'policy': -(logp * sg(adv) + c.entropy * ent) * weight,
+        'value': (vdist.loss(sg(ret)) +
+                  c.slowreg * vdist.loss(sg(slow))) * weight}
+    metrics = {
+        'ac/ret': ret.mean(), 'ac/val': val.mean(), 'ac/adv': adv.mean(),
+        'ac/adv_std': adv.std(), 'ac/retnorm_scale': scale,
+        'ac/entropy': ent.mean(), 'ac/imag_rew': rew.mean(),
+        'ac/imag_con': con.mean()}
+    return ret, losses, metrics
 
-    # Replay value loss: critic on posterior states, with lambda returns of
-    # the real rewards bootstrapped by the imagined returns.
-    boot = ret[:, 0].reshape(B, T)
+  def _replay_value_loss(self, obs, feat, boot):
+    """Critic on posterior states with lambda returns of the real rewards,
+    bootstrapped by the imagined returns; never across an episode end."""
+    c = self.config
+    disc = 1 - 1 / c.horizon
     last = obs['is_last'].astype(f32)
     term = obs['is_terminal'].astype(f32)
     lam = c.lam * (1 - last[:, 1:])
     rret = fn.lambda_return(
         obs['reward'][:, 1:].astype(f32), boot, 1 - term[:, 1:], disc, lam)
-    rmask = 1 - last[:, :-1]
     rdist = self.val(feat[:, :-1])
     rslow = self.slowval(feat[:, :-1]).pred()
-    losses['repval'] = (rdist.loss(sg(rret)) +
-                        c.slowreg * rdist.loss(sg(rslow))) * rmask
-
-    total = sum(c.loss_scales[k] * v.mean() for k, v in losses.items())
-
-    metrics.update({f'loss/{k}': v.mean() for k, v in losses.items()})
-    metrics.update({f'loss/rec_{k}': v.mean() for k, v in recs.items()})
-    metrics.update({
-        'dyn/kl_dyn_raw': kl['dyn_raw'].mean(),
-        'dyn/kl_rep_raw': kl['rep_raw'].mean(),
-        'dyn/post_ent': kl['post_ent'].mean(),
-        'dyn/prior_ent': kl['prior_ent'].mean(),
-        'ac/ret': ret.mean(), 'ac/val': val.mean(), 'ac/adv': adv.mean(),
-        'ac/adv_std': adv.std(), 'ac/retnorm_scale': scale,
-        'ac/entropy': ent.mean(), 'ac/imag_rew': rew.mean(),
-        'ac/imag_con': con.mean(),
-        'data/reward': obs['reward'].astype(f32).mean(),
-        'data/is_terminal': term.mean(),
-    })
-
-    outs_ = {}
-    if K:
-      outs_['replay'] = {
-          'stepid': data['stepid'][:, K:],
-          'deter': sg(entries['deter']).astype(jnp.float16),
-          'stoch': jnp.argmax(entries['stoch'], -1).astype(jnp.int8)}
-    signals = {
-        'uncertainty': kl['dyn_raw'], 'model': kl['dyn_raw'] + kl['rep_raw'],
-        'recon': losses['rec'], 'value': None}
-    if c.priosignal != 'none':
-      if c.priosignal not in signals:
-        raise ValueError(
-            f"Unknown priosignal '{c.priosignal}', choose from "
-            f"{['none', *signals]}")
-      if c.priosignal == 'value':
-        signal = jnp.abs(rdist.pred() - rret)
-        signal = jnp.concatenate([signal, signal[:, -1:]], 1)
-      else:
-        signal = signals[c.priosignal]
-      outs_['priority'] = {
-          'stepid': data['stepid'][:, K:], 'value': sg(signal).astype(f32)}
-    return total, (outs_, metrics)
+    loss = (rdist.loss(sg(rret)) + c.slowreg * rdist.loss(sg(rslow))) * (
+        1 - last[:, :-1])
+    return loss, rdist, rret
 
   def _context(self, data, B, K):
     """Initial RSSM state: latents stored in replay at step K - 1 by an
@@ -301,3 +311,8 @@ class Dreamer(nj.Module):
     dummy = {k: jnp.zeros((1, *s.shape), s.dtype)
              for k, s in self.act_space.items()}
     return rssm.prep_action(self.act_space, dummy).shape[-1]
+
+
+def _pad_last(x):
+  """[B, T - 1] -> [B, T] by repeating the last step."""
+  return jnp.concatenate([x, x[:, -1:]], 1)

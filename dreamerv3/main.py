@@ -6,6 +6,7 @@ anything in the logdir is written.
 """
 
 import functools
+import importlib.util
 import os
 import pathlib
 import re
@@ -82,14 +83,22 @@ def _check_bools(config, block, name, prefix=''):
             f"got {value!r}")
 
 
+# Logger outputs and the package each one needs (None: always available).
+OUTPUTS = {'terminal': None, 'jsonl': None, 'scope': 'scope',
+           'tensorboard': 'tensorboardX', 'wandb': 'wandb'}
+
+
 def check_values(config):
   """Values that parse but cannot work, caught before the logdir."""
-  outputs = ('terminal', 'jsonl', 'scope', 'tensorboard', 'wandb')
   for output in config.logger.outputs:
-    if output not in outputs:
+    if output not in OUTPUTS:
       raise ConfigError(
           f"Unknown logger output '{output}' (logger.outputs): choose from "
-          f"{', '.join(outputs)}")
+          f"{', '.join(OUTPUTS)}")
+    if OUTPUTS[output] and importlib.util.find_spec(OUTPUTS[output]) is None:
+      raise ConfigError(
+          f"logger.outputs has '{output}' but {OUTPUTS[output]} is not "
+          f"installed: pip install {OUTPUTS[output]}")
   length = config.batch_length + config.replay_context
   if config.replay.chunksize <= length:
     raise ConfigError(
@@ -98,6 +107,11 @@ def check_values(config):
   if len(config.env.size) != 2:
     raise ConfigError(
         f'env.size needs two values (height, width), got {config.env.size}')
+  from dreamerv3.agent import PRIO_SIGNALS
+  if config.agent.priosignal not in PRIO_SIGNALS:
+    raise ConfigError(
+        f"Unknown agent.priosignal '{config.agent.priosignal}': choose from "
+        f"{', '.join(PRIO_SIGNALS)}")
   for key in ('batch_size', 'batch_length', 'run.envs'):
     if config[key] < 1:
       raise ConfigError(f'{key} must be at least 1, got {config[key]}')
@@ -191,29 +205,7 @@ def make_logger(config):
       outputs.append(elements.logger.WandBOutput(
           name=logdir.name, project=config.logger.wandb_project,
           config=dict(config)))
-    else:
-      raise ConfigError(
-          f"Unknown logger output '{name}' (logger.outputs): choose from "
-          'terminal, jsonl, scope, tensorboard, wandb')
   return elements.Logger(step, outputs)
-
-
-def check_outputs(config):
-  for name in config.logger.outputs:
-    if name == 'tensorboard':
-      try:
-        import tensorboardX  # noqa: F401
-      except ImportError:
-        raise ConfigError(
-            "logger.outputs has 'tensorboard' but tensorboardX is not "
-            "installed: pip install tensorboardX") from None
-    if name == 'wandb':
-      try:
-        import wandb  # noqa: F401
-      except ImportError:
-        raise ConfigError(
-            "logger.outputs has 'wandb' but wandb is not installed: "
-            "pip install wandb") from None
 
 
 def main(argv=None):
@@ -225,7 +217,6 @@ def main(argv=None):
   config = config.update(logdir=str(logdir))
   check_values(config)
   check_logdir(config, logdir)
-  check_outputs(config)
 
   # Build one env first: an unknown task fails here, before the logdir.
   from embodied import envs
@@ -238,7 +229,8 @@ def main(argv=None):
 
   from embodied import jax as ejax
   ejax.setup(config.jax.platform, config.jax.compute_dtype,
-             config.jax.debug_nans, config.jax.xla_flags)
+             config.jax.debug_nans, config.jax.xla_flags,
+             os.path.expanduser(config.jax.cache_dir))
 
   print(f'Logdir: {logdir}')
   print(f'Task: {config.task}')

@@ -66,6 +66,7 @@ def main(argv=None):
   config = dmain.parse(rest)
   config = config.update(logdir='/tmp/bench_unused')
   from embodied import jax as ejax
+  # No compilation cache: compile times are part of what is measured.
   platform, dtype = ejax.setup(
       config.jax.platform, config.jax.compute_dtype, False,
       config.jax.xla_flags)

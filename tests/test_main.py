@@ -21,17 +21,21 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BASE = ['--configs', 'debug', '--task', 'dummy_vector']
 
 
+CACHE = {}
+
+
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
   env = dict(os.environ)
-  env.setdefault('JAX_COMPILATION_CACHE_DIR', str(
-      tmp_path_factory.mktemp('jax_cache')))
+  # One compilation cache for the module's runs (--jax.cache_dir below).
+  CACHE['dir'] = str(tmp_path_factory.mktemp('jax_cache'))
   env['PYTHONUNBUFFERED'] = '1'  # Keep stdout of killed runs.
   return env
 
 
 def command(logdir, *args):
-  return [sys.executable, 'dreamerv3/main.py', *BASE, '--logdir',
+  cache = ['--jax.cache_dir', CACHE['dir']] if 'dir' in CACHE else []
+  return [sys.executable, 'dreamerv3/main.py', *BASE, *cache, '--logdir',
           str(logdir), *args]
 
 

@@ -26,8 +26,10 @@ class PlatformError(RuntimeError):
 
 
 def setup(platform='auto', compute_dtype='auto', debug_nans=False,
-          xla_flags=''):
-  """Choose the JAX platform and compute dtype once per process."""
+          xla_flags='', cache_dir=''):
+  """Choose the JAX platform and compute dtype once per process. With a
+  cache_dir, compiled programs are cached on disk so a restarted or resumed
+  run with the same shapes skips compilation."""
   if xla_flags:
     import os
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' +
@@ -50,6 +52,9 @@ def setup(platform='auto', compute_dtype='auto', debug_nans=False,
         'float32'
   nets.set_compute_dtype(compute_dtype)
   jax.config.update('jax_debug_nans', bool(debug_nans))
+  if cache_dir:
+    jax.config.update('jax_compilation_cache_dir', cache_dir)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
   print(f'JAX platform: {platform} ({len(devices)} device(s): '
         f'{devices[0].device_kind}), compute dtype {compute_dtype}')
   return platform, compute_dtype
