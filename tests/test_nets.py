@@ -1,7 +1,6 @@
 """Layers checked against loops and dense equivalents."""
 
 import itertools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -10,28 +9,11 @@ import numpy as np
 import pytest
 
 from embodied.jax import nets
+from tests.helpers import fill_params
 
 
 def rand(rng, *shape):
   return jnp.asarray(rng.normal(size=shape), jnp.float32)
-
-
-def fill_params(method, *args, seed=0):
-  """State for nj.pure(method) without running the initializers: shapes come
-  from jax.eval_shape (nothing compiled) and values from NumPy. Compiling
-  the jax.random initializers costs seconds per tensor on CPU."""
-  shapes = jax.eval_shape(lambda *a: nj.pure(method)(
-      {}, *a, create=True, seed=np.uint32([0, 0]))[0], *args)
-  rng = np.random.default_rng(seed)
-  state = {}
-  for key, s in sorted(shapes.items()):
-    if len(s.shape) >= 2:  # Kernels, scaled by fan-in.
-      fan_in = s.shape[-2] if len(s.shape) == 3 else math.prod(s.shape[:-1])
-      value = rng.normal(0, 1 / math.sqrt(fan_in), s.shape)
-    else:  # Norm scales near 1, biases and statistics near 0.
-      value = float(key.endswith('scale')) + rng.normal(0, 0.1, s.shape)
-    state[key] = jnp.asarray(value, s.dtype)
-  return state
 
 
 def conv_ref(x, k):

@@ -12,9 +12,7 @@ everything else replicated.
 
 import time
 
-import elements
 import jax
-import jax.numpy as jnp
 import ninjax as nj
 import numpy as np
 
