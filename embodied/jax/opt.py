@@ -76,8 +76,8 @@ class Optimizer(nj.Module):
     for key, value in nj.flatten(state)[0].items():
       self.write(key, value)
     nj.context().update(optax.apply_updates(params, updates))
-    gnorm = optax.global_norm(grads)
-    unorm = optax.global_norm(updates)
+    gnorm = optax.tree.norm(grads)
+    unorm = optax.tree.norm(updates)
     metrics = {'opt/grad_norm': gnorm, 'opt/update_norm': unorm,
                'opt/loss': loss}
     return metrics, aux
