@@ -245,3 +245,15 @@ def test_conv2d_module(mode):
 def test_act_unknown_name():
   with pytest.raises(ValueError, match='swish'):
     nets.act('swish')
+
+
+def test_conv2d_kernel_gradient_in_batch_slices(monkeypatch):
+  # A tiny slice budget forces the sliced accumulation of the kernel grad.
+  monkeypatch.setattr(nets, 'GRAD_SLICE_BYTES', 512)
+  rng = np.random.default_rng(3)
+  x, kern = rand(rng, 8, 6, 6, 3), rand(rng, 5, 5, 3, 4)
+  loss = lambda impl: lambda x, k: (nets.conv2d(x, k, impl) ** 2).sum()
+  got = jax.grad(loss('lax'), (0, 1))(x, kern)
+  want = jax.grad(loss('matmul'), (0, 1))(x, kern)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
