@@ -71,7 +71,7 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
       logger.add(agg.result())
       logger.add(timer.rates(int(step), learner.updates, args.batch_size * seq))
       logger.add(replay.stats())
-      logger.add(elements_usage(), prefix='usage')
+      logger.add(peak_memory(), prefix='usage')
       logger.write()
     if should_save():
       checkpoint.save(int(step))
@@ -135,7 +135,7 @@ class Timers:
     return out
 
 
-def elements_usage():
+def peak_memory():
   import resource
   rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
   return {'peak_rss_gb': rss}
