@@ -48,9 +48,3 @@ def unimix_probs(logits, unimix):
 def free_nats_kl(kl, free):
   """Clip a KL term from below so the model is not pushed past `free` nats."""
   return jnp.maximum(kl, free) if free else kl
-
-
-def percentile_scale(x, lo, hi):
-  """Width of the [lo, hi] percentile range of a flat sample."""
-  x = x.reshape(-1).astype(f32)
-  return jnp.percentile(x, 100 * hi) - jnp.percentile(x, 100 * lo)
