@@ -1,0 +1,95 @@
+"""Masked pixel reconstruction loss (seed 000): weight the pixels that move.
+
+Most Atari pixels are static background; the few that change (ball, paddle,
+enemies) carry the information. A pixel value (per channel) at time t counts
+as moving if it differs from the same pixel at any step j with |j - t| <= k
+of the training sequence; moving pixels weigh `alpha_strength` in the
+squared image error, all others 1. By default the window stops at episode
+starts (`is_first`), so a reset does not mark the whole frame as moving;
+`cross_episodes` reproduces the seed, whose window ignores episodes.
+
+Config (`dynamics.*`, the seed's names): masked_loss, k_steps,
+alpha_strength, cross_episodes. Installed on the agent's `recon_weights`
+seam, so the agent itself does not know about it.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+
+f32 = jnp.float32
+
+
+def moving_mask(images, is_first, k, cross_episodes=False):
+  """images [B, T, ...] (raw values), is_first [B, T] -> bool [B, T, ...].
+
+  One comparison of the sequence with itself shifted by d per offset
+  d = 1..k: O(k) elementwise work on device, no loop over batch or time.
+  """
+  B, T = images.shape[:2]
+  event = (1,) * (images.ndim - 2)
+  episode = jnp.cumsum(is_first.astype(jnp.int32), 1)  # episode index
+  moving = jnp.zeros(images.shape, bool)
+  for d in range(1, min(int(k), T - 1) + 1):
+    diff = images[:, d:] != images[:, :-d]  # step t vs t + d
+    if not cross_episodes:
+      # An episode starts in (t, t + d] iff the episode index changes.
+      same = episode[:, d:] == episode[:, :-d]
+      diff = diff & same.reshape(same.shape + event)
+    pad = jnp.zeros((B, d, *images.shape[2:]), bool)
+    # Marks both ends: t differs from t + d, and t + d differs from t.
+    moving = (moving | jnp.concatenate([diff, pad], 1) |
+              jnp.concatenate([pad, diff], 1))
+  return moving
+
+
+def mask_weights(moving, alpha):
+  return jnp.where(moving, f32(alpha), f32(1.0))
+
+
+class MaskedPixelLoss:
+  """recon_weights seam: obs -> ({image key: weights}, metrics)."""
+
+  def __init__(self, keys, k_steps, alpha_strength, cross_episodes=False):
+    self.keys = tuple(keys)
+    self.k = int(k_steps)
+    self.alpha = float(alpha_strength)
+    self.cross_episodes = bool(cross_episodes)
+
+  def __call__(self, obs):
+    weights, metrics = {}, {}
+    for key in self.keys:
+      moving = moving_mask(obs[key], obs['is_first'], self.k,
+                           self.cross_episodes)
+      weights[key] = mask_weights(moving, self.alpha)
+      metrics[f'mask/moving_frac_{key}'] = moving.astype(f32).mean()
+    return weights, metrics
+
+
+def image_keys(obs_space):
+  return sorted(k for k, s in obs_space.items()
+                if len(s.shape) == 3 and not k.startswith('log/'))
+
+
+def check(config):
+  """Validates config.dynamics; returns an error message or None."""
+  c = config.dynamics
+  if int(c.k_steps) != c.k_steps or c.k_steps < 0:
+    return f'dynamics.k_steps must be an integer >= 0, got {c.k_steps}'
+  if not np.isfinite(c.alpha_strength) or c.alpha_strength < 0:
+    return (f'dynamics.alpha_strength must be a finite number >= 0, got '
+            f'{c.alpha_strength}')
+  return None
+
+
+def install(agent, config):
+  """Puts the masked loss on the agent's recon_weights seam if enabled."""
+  c = config.dynamics
+  if not c.masked_loss:
+    return
+  keys = image_keys(agent.obs_space)
+  if not keys:
+    raise ValueError(
+        'dynamics.masked_loss needs image observations, but the task has '
+        f"none (observations: {', '.join(agent.obs_space)})")
+  agent.recon_weights = MaskedPixelLoss(
+      keys, c.k_steps, c.alpha_strength, c.cross_episodes)
