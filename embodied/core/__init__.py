@@ -5,7 +5,8 @@ from .base import Env, Wrapper
 from .driver import Driver
 from .limiters import RatioLimiter
 from .replay import Replay
-from .samplers import Sampler, Uniform
+from .samplers import Mixture, Prioritized, Recency, Sampler, Uniform
+from .sumtree import SumTree
 
 from . import wrappers
 from .checkpoint import Checkpoint

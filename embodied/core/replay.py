@@ -8,10 +8,20 @@ chunk and sampling is a single fancy-index gather per key.
 
 Ids: the step at (slot, pos) has stepid slot * chunksize + pos; the item
 (sequence) starting there has the same id.
+
+Priorities: prioritize(stepid, values) gets the [B, T] step ids and per-step
+signals of the steps a train step trained on (the replay context excluded).
+Each row is the item it was sampled as; since the trained steps end at the
+item's last step, its id is stepid[:, -1] - (length - 1). Rows of items no
+longer stored are dropped. A slot can be reused by a new chunk between
+sample() and prioritize(), reviving an old id for new data: the replay
+remembers the slot generation of its last few sampled batches and drops rows
+whose slot changed since.
 """
 
 import collections
 import threading
+import time
 import uuid
 import warnings
 
@@ -45,6 +55,12 @@ class Replay:
     self._lock = threading.Lock()
     self._reset()
 
+  def _reset_timing(self):
+    self._sample_time = 0.0
+    self._sample_batches = 0
+    self._age_sum = 0.0
+    self._age_count = 0
+
   def _reset(self):
     n = self.num_slots
     self._data = {}  # key -> array [allocated slots, chunksize, *shape]
@@ -57,6 +73,10 @@ class Replay:
     self._dup = np.zeros(n, np.int64)       # leading steps also in prev chunk
     self._prev = np.full(n, -1, np.int64)   # stream's previous chunk slot
     self._names = [None] * n                # chunk file, once written
+    # Insert count at which each step was added, for the age of samples.
+    self._stamp = np.zeros((self._alloc, self.chunksize), np.int64)
+    self._recent = collections.deque(maxlen=8)  # (itemids, slot gens)
+    self._reset_timing()
     self._streams = {}  # worker -> {'slot': int, 'count': steps ever added}
     self._queue = collections.deque()  # online item ids, oldest first
     self._chunks = 0
@@ -73,8 +93,11 @@ class Replay:
     return int((self._fill - self._dup)[self._used].sum())
 
   def stats(self):
+    """Counters, the sampler's metrics, and since the last call: sampler
+    seconds per batch and the mean age (steps inserted since the item's last
+    step) of sampled items."""
     with self._lock:
-      return {
+      out = {
           'replay/size': self._size(),
           'replay/items': len(self.sampler),
           'replay/chunks': int(self._used.sum()),
@@ -83,6 +106,14 @@ class Replay:
           'replay/evictions': self._evictions,
           'replay/online_queue': len(self._queue),
       }
+      if self._sample_batches:
+        out['replay/sample_ms'] = (
+            1000 * self._sample_time / self._sample_batches)
+      if self._age_count:
+        out['replay/sample_age'] = self._age_sum / self._age_count
+      self._reset_timing()
+      out.update({f'replay/{k}': v for k, v in self.sampler.stats().items()})
+      return out
 
   # Writing.
 
@@ -109,6 +140,7 @@ class Replay:
       if key not in self._data:
         self._allocate(key, value.dtype, value.shape)
       self._data[key][slot, pos] = value
+    self._stamp[slot, pos] = self._inserts
     self._fill[slot] = pos + 1
     stream['count'] += 1
     self._inserts += 1
@@ -137,6 +169,9 @@ class Replay:
       arr = np.zeros((new, *old.shape[1:]), old.dtype)
       arr[:self._alloc] = old
       self._data[key] = arr
+    stamp = np.zeros((new, self.chunksize), np.int64)
+    stamp[:self._alloc] = self._stamp
+    self._stamp = stamp
     self._alloc = new
 
   def _open_chunk(self, prev):
@@ -158,7 +193,7 @@ class Replay:
     self._grow(slot + 1)
     keep = self.length - 1
     if prev >= 0:
-      for value in self._data.values():
+      for value in (*self._data.values(), self._stamp):
         value[slot, :keep] = value[prev, self.chunksize - keep:]
       self._current[prev] = False
     self._fill[slot] = keep if prev >= 0 else 0
@@ -201,11 +236,13 @@ class Replay:
 
   # Reading.
 
-  def sample(self, batch_size):
+  def sample(self, batch_size, commit=True):
+    """commit=False (report batches, not trained on) leaves the online queue
+    and the sampler state alone and is not counted in the stats."""
     batch_size = int(batch_size)
     with self._lock:
       online = []
-      while self._queue and len(online) < batch_size:
+      while commit and self._queue and len(online) < batch_size:
         online.append(self._queue.popleft())
       itemids = np.array(online, np.int64)
       if len(online) < batch_size:
@@ -213,14 +250,44 @@ class Replay:
           raise ValueError(
               f'Replay has no complete sequence of length {self.length} to '
               f'sample yet; add more steps first.')
-        rest = self.sampler.sample(batch_size - len(online))
+        start = time.perf_counter()
+        rest = self.sampler.sample(batch_size - len(online), commit)
         itemids = np.concatenate([itemids, np.asarray(rest, np.int64)])
-      slot, pos = np.divmod(itemids, self.chunksize)
-      index = pos[:, None] + np.arange(self.length)
-      batch = {k: v[slot[:, None], index] for k, v in self._data.items()}
-      batch['stepid'] = slot[:, None] * self.chunksize + index
-      self._samples += batch_size
+        if commit:
+          self._sample_time += time.perf_counter() - start
+          self._sample_batches += 1
+      batch = self._gather(itemids)
+      if commit:
+        self._samples += batch_size
+        slot, pos = np.divmod(itemids, self.chunksize)
+        ages = self._inserts - 1 - self._stamp[slot, pos + self.length - 1]
+        self._age_sum += float(ages.sum())
+        self._age_count += len(ages)
     return batch
+
+  def _gather(self, itemids):
+    slot, pos = np.divmod(itemids, self.chunksize)
+    index = pos[:, None] + np.arange(self.length)
+    batch = {k: v[slot[:, None], index] for k, v in self._data.items()}
+    batch['stepid'] = slot[:, None] * self.chunksize + index
+    self._recent.append((itemids.copy(), self._gen[slot]))
+    return batch
+
+  def item_ids(self):
+    """Ids of every item stored now, in id order."""
+    with self._lock:
+      slots = np.flatnonzero(self._used)
+      if not len(slots):
+        return np.zeros(0, np.int64)
+      return np.concatenate([self._slot_items(s) for s in slots])
+
+  def gather(self, itemids):
+    """The batch of the given items, as sample() returns it, without
+    counting as a sample (for recomputing priorities buffer-wide). Ids no
+    longer stored give unspecified data; prioritize() drops them."""
+    itemids = np.asarray(itemids, np.int64).reshape(-1)
+    with self._lock:
+      return self._gather(itemids)
 
   def update(self, stepid, values):
     stepid = np.asarray(stepid, np.int64)
@@ -243,9 +310,27 @@ class Replay:
         value = value.reshape(-1, *shape)
         target.reshape(-1, *shape)[flat[valid]] = value[valid]
 
-  def prioritize(self, stepid, priority):
+  def prioritize(self, stepid, values):
+    """stepid, values [B, T]: per-step priority signals of the trained steps
+    of each sampled row (see the module docstring for the mapping)."""
+    stepid = np.asarray(stepid, np.int64)
+    values = np.asarray(values)
+    if stepid.ndim != 2 or values.shape != stepid.shape:
+      raise ValueError(
+          f'prioritize() needs stepid and values of one shape [B, T], got '
+          f'{stepid.shape} and {values.shape}.')
+    itemids = stepid[:, -1] - (self.length - 1)
     with self._lock:
-      self.sampler.prioritize(np.asarray(stepid), np.asarray(priority))
+      slot, pos = np.divmod(itemids, self.chunksize)
+      valid = (itemids >= 0) & (slot < self.num_slots)
+      slot, pos = np.where(valid, slot, 0), np.where(valid, pos, 0)
+      valid &= self._used[slot] & (pos + self.length <= self._fill[slot])
+      for ids, gens in reversed(self._recent):
+        if np.array_equal(ids, itemids):
+          valid &= gens == self._gen[slot]
+          break
+      if valid.any():
+        self.sampler.prioritize(itemids[valid], values[valid])
 
   # Persistence.
 
@@ -282,6 +367,7 @@ class Replay:
         if not info['name']:
           info['data'] = {k: v[slot, :fill].copy()
                           for k, v in self._data.items()}
+        info['stamp'] = self._stamp[slot, :fill].copy()
         slots[slot] = info
       return {
           'version': 1,
@@ -325,6 +411,7 @@ class Replay:
     self._reset()
     if data['slots']:
       self._alloc = max(self._alloc, max(data['slots']) + 1)
+      self._stamp = np.zeros((self._alloc, self.chunksize), np.int64)
     for key, (dtype, shape) in data['specs'].items():
       self._allocate(key, np.dtype(dtype), tuple(shape))
     missing = []
@@ -345,6 +432,8 @@ class Replay:
       self._prev[slot] = info['prev']
       self._names[slot] = info['name']
       self._gen[slot] = 1
+      if 'stamp' in info:
+        self._stamp[slot, :info['fill']] = info['stamp']
     self._streams = {w: dict(s) for w, s in data['streams'].items()}
     self._queue = collections.deque(data['queue'])
     counters = data['counters']

@@ -5,6 +5,7 @@ The model is a ninjax module with methods
   policy(carry, obs, mode) -> (carry, act, outs)
   train(data) -> (outs, metrics)
   report(data) -> metrics
+  uncertainty(data) -> [B, T] per-step values (optional; no state change)
 The wrapper owns the state (parameters, optimizer and normaliser state),
 compiles each method once, shards the batch over `train_devices` and keeps
 everything else replicated.
@@ -118,6 +119,17 @@ class Agent:
         'report', self._report, self.state, data, self._next_seed())
     return _to_host(metrics)
 
+  def uncertainty(self, data):
+    """The model's per-step uncertainty of a batch shaped like a train
+    batch, e.g. to refresh replay priorities; leaves the state unchanged."""
+    if self._uncertainty is None:
+      raise NotImplementedError(
+          f'{type(self.model).__name__} has no uncertainty() method.')
+    data = self._put(data)
+    out = self._call('uncertainty', self._uncertainty, self.state, data,
+                     self._next_seed())
+    return _to_host(out)
+
   def save(self):
     return {k: np.asarray(v) for k, v in jax.device_get(self.state).items()}
 
@@ -153,6 +165,8 @@ class Agent:
     """How many times each jitted function has been compiled."""
     fns = {'train': self._train, 'report': self._report,
            **{f'policy_{k}': v for k, v in self._policy.items()}}
+    if self._uncertainty is not None:
+      fns['uncertainty'] = self._uncertainty
     return {k: v._cache_size() for k, v in fns.items()}
 
   @property
@@ -211,6 +225,14 @@ class Agent:
       _, metrics = nj.pure(self.model.report)(state, data, seed=seed)
       return metrics
     self._report = jit(report, in_shardings=(rep, bat, rep))
+
+    def uncertainty(state, data, seed):
+      # Any state writes are dropped (modify=False trips over the RSSM's
+      # scan in ninjax 3.6).
+      _, out = nj.pure(self.model.uncertainty)(state, data, seed=seed)
+      return out
+    self._uncertainty = jit(uncertainty, in_shardings=(rep, bat, rep)) \
+        if hasattr(self.model, 'uncertainty') else None
 
     def policy(state, carry, obs, seed, mode):
       _, out = nj.pure(self.model.policy)(

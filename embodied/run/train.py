@@ -20,7 +20,9 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   logger = make_logger()
   step = logger.step
   episodes = common.Episodes(logger)
-  learner = common.Learner(agent, replay, args.batch_size)
+  learner = common.Learner(
+      agent, replay, args.batch_size, args.get('cache_every', 0),
+      args.replay_context)
   seq = args.batch_length + args.replay_context
   limiter = RatioLimiter(
       args.train_ratio, args.batch_size * seq,
@@ -65,12 +67,13 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
     for hook in hooks:
       hook(agent, logger)
     if should_report() and len(replay):
-      agg.add(agent.report(learner.batch()), prefix='report')
+      agg.add(agent.report(learner.batch(commit=False)), prefix='report')
     if should_log(int(step)):
       progress.clear()
       logger.add(agg.result())
       logger.add(timer.rates(int(step), learner.updates, args.batch_size * seq))
       logger.add(replay.stats())
+      logger.add(learner.stats())
       logger.add(peak_memory(), prefix='usage')
       logger.write()
     if should_save():
