@@ -11,11 +11,26 @@ class UnknownTaskError(ValueError):
   """The task string names no known suite or no task within its suite."""
 
 
+class OptionError(ValueError):
+  """A suite option (config.env.<suite>.<key>) has a value the suite rejects."""
+
+
+class MissingPackageError(ImportError):
+  """An optional package (or system library) that a suite needs is missing;
+  the message says what to install."""
+
+
 # Suite name -> module defining make(name, *, seed, size, **kwargs) -> Env.
 # Modules import lazily so that a suite's dependencies load only when used.
 SUITES = {
     'dummy': 'embodied.envs.dummy',
     'gym': 'embodied.envs.gym',
+    'atari': 'embodied.envs.atari',
+    'atari100k': 'embodied.envs.atari100k',
+    'minatar': 'embodied.envs.minatar',
+    'crafter': 'embodied.envs.crafter',
+    'dmc': 'embodied.envs.dmc',
+    'bsuite': 'embodied.envs.bsuite',
 }
 
 

@@ -1,0 +1,118 @@
+"""Behaviour Suite (bsuite) as bsuite_<experiment>/<id>, e.g. bsuite_catch/0.
+
+The id picks the experiment's setting from bsuite's sweep. Settings with a
+'seed' entry get the run's env seed instead, so that env workers differ.
+Observations: one float32 'vector' (flattened); actions: int32 'action' in
+[0, n). dm_env semantics: a last step with discount 0 is a termination
+(is_last and is_terminal), with another discount a truncation (is_last
+only). Note: the mnist experiments download MNIST on first use.
+"""
+
+import elements
+import numpy as np
+
+from . import MissingPackageError, OptionError, UnknownTaskError
+from ..core import base
+
+INSTALL = 'bsuite tasks need bsuite: pip install -r requirements-envs.txt'
+
+
+def make(name, *, seed=0, size=None, **kwargs):
+  del size  # bsuite observations are vectors.
+  if kwargs:
+    raise OptionError(
+        f'Unknown option env.bsuite.{sorted(kwargs)[0]}: bsuite takes none')
+  try:
+    import bsuite
+    from bsuite import sweep
+  except ImportError as e:
+    raise MissingPackageError(f'{INSTALL} ({e})') from None
+  if name not in sweep.SETTINGS:
+    experiment = name.split('/')[0]
+    ids = [k.split('/')[1] for k in sweep.SETTINGS
+           if k.split('/')[0] == experiment]
+    if ids:
+      raise UnknownTaskError(
+          f"Unknown task 'bsuite_{name}': bsuite's {experiment} has ids "
+          f"{ids[0]} to {ids[-1]}")
+    experiments = sorted({k.split('/')[0] for k in sweep.SETTINGS})
+    raise UnknownTaskError(
+        f"Unknown task 'bsuite_{name}': expected bsuite_<experiment>/<id> "
+        f"with experiment one of {', '.join(experiments)} (e.g. "
+        "bsuite_catch/0)")
+  settings = dict(sweep.SETTINGS[name])
+  if 'seed' in settings:
+    settings['seed'] = seed
+  env = bsuite.load(name.split('/')[0], settings)
+  return BSuite(env)
+
+
+class BSuite(base.Env):
+  """Adapts any dm_env.Environment with an array observation and a discrete
+  (DiscreteArray) action."""
+
+  def __init__(self, env):
+    self._env = env
+    spec = env.observation_spec()
+    if not hasattr(spec, 'shape'):
+      raise NotImplementedError(
+          f'BSuite needs an array observation spec, got {spec}')
+    self._size = int(np.prod(spec.shape))
+    act = env.action_spec()
+    if not hasattr(act, 'num_values'):
+      raise NotImplementedError(
+          f'BSuite needs a discrete action spec, got {act}')
+    self._actions = int(act.num_values)
+    self._done = True
+
+  @property
+  def dm_env(self):
+    return self._env
+
+  @property
+  def num_episodes(self):
+    """Episodes that bsuite's analysis expects the experiment to run."""
+    return getattr(self._env, 'bsuite_num_episodes', None)
+
+  @property
+  def obs_space(self):
+    return {
+        'vector': elements.Space(np.float32, (self._size,)),
+        'reward': elements.Space(np.float32),
+        'is_first': elements.Space(bool),
+        'is_last': elements.Space(bool),
+        'is_terminal': elements.Space(bool),
+    }
+
+  @property
+  def act_space(self):
+    return {
+        'action': elements.Space(np.int32, (), 0, self._actions),
+        'reset': elements.Space(bool),
+    }
+
+  def step(self, action):
+    if action['reset'] or self._done:
+      self._done = False
+      timestep = self._env.reset()
+      return self._obs(timestep, 0.0, True, False, False)
+    timestep = self._env.step(int(action['action']))
+    self._done = timestep.last()
+    terminal = self._done and timestep.discount == 0
+    return self._obs(
+        timestep, timestep.reward or 0.0, False, self._done, terminal)
+
+  def close(self):
+    close = getattr(self._env, 'close', None)
+    if close:
+      close()
+
+  def _obs(self, timestep, reward, is_first, is_last, is_terminal):
+    return {
+        'vector': np.asarray(
+            timestep.observation, np.float32).reshape(self._size),
+        'reward': np.float32(reward),
+        'is_first': np.bool_(is_first),
+        'is_last': np.bool_(is_last),
+        'is_terminal': np.bool_(is_terminal),
+    }
