@@ -2,7 +2,8 @@
 
 Seams for extensions, each replaceable by a module of its own:
   - imag_reward(states, feat) -> reward used in imagination
-  - recon_weights(obs) -> {image key: per-pixel weights} for the image loss
+  - recon_weights(obs) -> ({image key: per-pixel weights}, metrics) for the
+    image loss (dreamerv3.masking)
   - priority signals: train() returns outs['priority'] ([B, T]) chosen by
     config.priosignal from the per-step losses of the same forward pass;
     replay hands it to its sampler
@@ -18,11 +19,13 @@ import embodied.jax.functional as fn
 from embodied.jax import nets, outs
 from embodied.jax.opt import Optimizer
 
-from . import rssm
+from . import masking, rssm
 
 f32 = jnp.float32
 sg = jax.lax.stop_gradient
 PRIO_SIGNALS = ('none', 'uncertainty', 'model', 'recon', 'value')
+# install(agent, config) of each extension module, applied in order.
+EXTENSIONS = (masking.install,)
 
 
 class Head(nj.Module):
@@ -126,9 +129,12 @@ class Dreamer(nj.Module):
     self.opt = Optimizer(
         [self.enc, self.dyn, self.dec, self.rew, self.con, self.pol,
          self.val], **c.opt, name='opt')
-    # Extension seams; replaced by dreamerv3.extensions according to config.
+    # Extension seams with their plain DreamerV3 behaviour; each extension
+    # module's install() replaces its seam when its config enables it.
     self.imag_reward = lambda states, feat: self.rew(feat).pred()
-    self.recon_weights = lambda data: {}
+    self.recon_weights = lambda obs: ({}, {})  # -> (weights, metrics)
+    for install in EXTENSIONS:
+      install(self, c)
 
   def ext_space(self):
     """Per-step keys that train() writes back into replay (RSSM latents that
@@ -170,11 +176,17 @@ class Dreamer(nj.Module):
     _, (_, metrics) = self.loss(data)
     return metrics
 
-  def loss(self, data):
-    """Total loss and (outs for replay, metrics) for one batch."""
-    c = self.config
-    K = c.replay_context
-    B, T = data['is_first'].shape[0], data['is_first'].shape[1] - K
+  def uncertainty(self, data):
+    """[B, T] unclipped dynamics KL of the trained steps: the train step's
+    'uncertainty' priority signal, without decoder, imagination or
+    gradients (for refreshing the priorities of the whole buffer)."""
+    _, entries = self._observe(data)
+    return sg(self.dyn.losses(entries)['dyn_raw']).astype(f32)
+
+  def _observe(self, data):
+    """Posterior RSSM entries of the trained steps (after the context)."""
+    K = self.config.replay_context
+    B = data['is_first'].shape[0]
     act = rssm.prep_action(self.act_space, {k: data[k] for k in self.act_space})
     # Step t consumes the action chosen at step t - 1.
     prevact = jnp.concatenate([jnp.zeros_like(act[:, :1]), act[:, :-1]], 1)
@@ -183,6 +195,14 @@ class Dreamer(nj.Module):
     tokens = self.enc(obs)
     _, entries = self.dyn.observe(
         self._context(data, B, K), tokens, prevact, obs['is_first'])
+    return obs, entries
+
+  def loss(self, data):
+    """Total loss and (outs for replay, metrics) for one batch."""
+    c = self.config
+    K = c.replay_context
+    B, T = data['is_first'].shape[0], data['is_first'].shape[1] - K
+    obs, entries = self._observe(data)
     feat = self.dyn.feat(entries)
 
     losses, metrics, kl = self._world_model_loss(obs, entries, feat)
@@ -213,13 +233,17 @@ class Dreamer(nj.Module):
     return total, (outs_, metrics)
 
   def _world_model_loss(self, obs, entries, feat):
-    losses, metrics = {}, {}
+    losses = {}
     kl = self.dyn.losses(entries)
     losses['dyn'], losses['rep'] = kl['dyn'], kl['rep']
-    weights = self.recon_weights(obs)
+    weights, metrics = self.recon_weights(obs)
     recs = {}
     for key, dist in self.dec(feat).items():
-      recs[key] = dist.loss(obs[key], weights.get(key))
+      if key in weights:
+        recs[key] = dist.loss(obs[key], weights[key])
+        metrics[f'loss/rec_{key}_unweighted'] = dist.loss(obs[key]).mean()
+      else:
+        recs[key] = dist.loss(obs[key])
     losses['rec'] = sum(recs.values())
     losses['rew'] = self.rew(feat).loss(obs['reward'])
     losses['con'] = self.con(feat).loss(1.0 - obs['is_terminal'].astype(f32))

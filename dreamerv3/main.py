@@ -25,7 +25,8 @@ SCRIPTS = ('train', 'train_eval', 'eval_only')
 # Keys that shape parameters or stored data: a logdir written with other
 # values cannot be resumed.
 STRUCTURAL = (
-    r'task', r'replay_context', r'replay\.chunksize', r'agent\.enc\..*',
+    r'task', r'replay_context', r'replay\.chunksize', r'replay\.fracs\..*',
+    r'agent\.enc\..*',
     r'agent\.dec\..*', r'agent\.dyn\..*', r'agent\.rewhead\..*',
     r'agent\.conhead\..*', r'agent\.policy\..*', r'agent\.value\..*',
     r'env\.size')
@@ -108,13 +109,54 @@ def check_values(config):
     raise ConfigError(
         f'env.size needs two values (height, width), got {config.env.size}')
   from dreamerv3.agent import PRIO_SIGNALS
-  if config.agent.priosignal not in PRIO_SIGNALS:
+  if config.replay.priosignal not in PRIO_SIGNALS:
     raise ConfigError(
-        f"Unknown agent.priosignal '{config.agent.priosignal}': choose from "
-        f"{', '.join(PRIO_SIGNALS)}")
+        f"Unknown replay.priosignal '{config.replay.priosignal}': choose "
+        f"from {', '.join(PRIO_SIGNALS)}")
+  _check_replay(config.replay)
+  from dreamerv3 import masking
+  error = masking.check(config)
+  if error:
+    raise ConfigError(error)
   for key in ('batch_size', 'batch_length', 'run.envs'):
     if config[key] < 1:
       raise ConfigError(f'{key} must be at least 1, got {config[key]}')
+
+
+def _check_replay(replay):
+  from embodied.core import samplers
+  fracs = dict(replay.fracs)
+  for key, value in fracs.items():
+    if key not in samplers.FRACS:
+      raise ConfigError(
+          f"Unknown sampler 'replay.fracs.{key}': choose from "
+          f"{', '.join(samplers.FRACS)}")
+    if value < 0:
+      raise ConfigError(
+          f'replay.fracs.{key} must be non-negative, got {value}')
+  if not sum(fracs.values()) > 0:
+    raise ConfigError(
+        f'replay.fracs must have a positive sum, got {fracs}')
+  try:
+    samplers.parse_initial(replay.prio.initial)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if not 0 <= replay.prio.maxfrac <= 1:
+    raise ConfigError(
+        f'replay.prio.maxfrac must be in [0, 1], got {replay.prio.maxfrac}')
+  for key in ('prio.exponent', 'recexp', 'cache_every'):
+    if replay[key] < 0:
+      raise ConfigError(f'replay.{key} must be non-negative, got '
+                        f'{replay[key]}')
+  priority = fracs.get('priority', 0) > 0
+  if priority and replay.priosignal == 'none' and not replay.cache_every:
+    raise ConfigError(
+        'replay.fracs.priority > 0 needs replay.priosignal (or '
+        'replay.cache_every): without one no priority is ever updated.')
+  if replay.cache_every and not priority:
+    raise ConfigError(
+        'replay.cache_every refreshes priorities, which only matter with '
+        'replay.fracs.priority > 0.')
 
 
 def _msg(e):
@@ -159,14 +201,20 @@ def make_env(config, index, **overrides):
       length=config.env.length, size=tuple(config.env.size), **kwargs)
 
 
+def agent_config(config):
+  """The agent's sub-config: agent.* plus the few top-level keys it needs
+  (extension blocks such as dynamics.* included)."""
+  return elements.Config(
+      **config.agent, batch_size=config.batch_size,
+      batch_length=config.batch_length, replay_context=config.replay_context,
+      dynamics=config.dynamics, priosignal=config.replay.priosignal,
+      jax=config.jax)
+
+
 def make_agent(config, obs_space, act_space):
   from embodied import jax as ejax
   from dreamerv3.agent import Dreamer
-  agent_config = elements.Config(
-      **config.agent, batch_size=config.batch_size,
-      batch_length=config.batch_length, replay_context=config.replay_context,
-      jax=config.jax)
-  agent = ejax.Agent(Dreamer, obs_space, act_space, agent_config,
+  agent = ejax.Agent(Dreamer, obs_space, act_space, agent_config(config),
                      seed=config.seed)
   counts = agent.param_counts()
   print('Parameters: ' + ', '.join(
@@ -181,7 +229,27 @@ def make_replay(config, name, directory=True):
   return embodied.Replay(
       length=length, capacity=int(config.replay.size),
       chunksize=config.replay.chunksize, online=config.replay.online,
-      directory=path, seed=config.seed)
+      sampler=make_sampler(config), directory=path, seed=config.seed)
+
+
+def make_sampler(config):
+  """The replay sampler from replay.fracs: one sampler directly when a
+  single fraction is positive (pure uniform is the plain Uniform), else a
+  Mixture of those with positive fractions."""
+  from embodied.core import samplers
+  c, seed = config.replay, config.seed
+  fracs = {k: v for k, v in dict(c.fracs).items() if v > 0}
+  build = {
+      'uniform': lambda: samplers.Uniform(seed),
+      # Distinct seeds so the parts of a mixture draw independently.
+      'priority': lambda: samplers.Prioritized(
+          c.prio.exponent, c.prio.maxfrac, c.prio.initial,
+          c.prio.zero_on_sample, seed=seed + 1),
+      'recency': lambda: samplers.Recency(c.recexp, seed=seed + 2)}
+  parts = {k: build[k]() for k in samplers.FRACS if k in fracs}
+  if len(parts) == 1:
+    return next(iter(parts.values()))
+  return samplers.Mixture(parts, fracs)
 
 
 def make_logger(config):
@@ -212,7 +280,9 @@ def main(argv=None):
   config = parse(sys.argv[1:] if argv is None else argv)
   if not config.logdir:
     stamp = elements.timestamp()
-    config = config.update(logdir=f'~/logdir/{stamp}-{config.task}')
+    # Task names may hold a slash (bsuite_catch/0): keep the logdir one level.
+    task = config.task.replace('/', '-')
+    config = config.update(logdir=f'~/logdir/{stamp}-{task}')
   logdir = elements.Path(os.path.expanduser(config.logdir))
   config = config.update(logdir=str(logdir))
   check_values(config)
@@ -222,7 +292,8 @@ def main(argv=None):
   from embodied import envs
   try:
     env = make_env(config, 0)
-  except envs.UnknownTaskError as e:
+  except (envs.UnknownTaskError, envs.OptionError,
+          envs.MissingPackageError) as e:
     raise ConfigError(str(e)) from None
   obs_space, act_space = env.obs_space, env.act_space
   env.close()
@@ -245,7 +316,8 @@ def main(argv=None):
   args = elements.Config(
       **config.run, logdir=str(logdir), batch_size=config.batch_size,
       batch_length=config.batch_length,
-      replay_context=config.replay_context)
+      replay_context=config.replay_context,
+      cache_every=config.replay.cache_every)
   fn(functools.partial(make_agent, config, obs_space, act_space),
      functools.partial(make_replay, config),
      functools.partial(make_env, config),

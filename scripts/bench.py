@@ -23,7 +23,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'dreamerv3'))
 
-import elements  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dreamerv3 import main as dmain  # noqa: E402
@@ -143,10 +142,7 @@ def count_flops(config, obs_space, act_space, seconds_per_update):
   from embodied import jax as ejax
   from dreamerv3.agent import Dreamer
   c = config.update({'agent.dyn.unroll': True})
-  agent_config = elements.Config(
-      **c.agent, batch_size=c.batch_size, batch_length=c.batch_length,
-      replay_context=c.replay_context, jax=c.jax)
-  agent = ejax.Agent(Dreamer, obs_space, act_space, agent_config)
+  agent = ejax.Agent(Dreamer, obs_space, act_space, dmain.agent_config(c))
   data = agent._put(agent._dummy_batch())
   start = time.perf_counter()
   compiled = agent._train.lower(

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-import elements
 import jax
 import ninjax as nj
 import numpy as np
@@ -26,10 +25,7 @@ ARGS = ['--configs', 'debug', '--task', 'dummy_vector']
 def agent_config(argv=()):
   """As in main.make_agent, from configs.yaml's debug block."""
   config = dmain.parse(ARGS + list(argv))
-  return config, elements.Config(
-      **config.agent, batch_size=config.batch_size,
-      batch_length=config.batch_length, replay_context=config.replay_context,
-      jax=config.jax)
+  return config, dmain.agent_config(config)
 
 
 def spaces(config):
@@ -78,7 +74,8 @@ def built(request):
          for item in request.session.items):
     # Start the data-parallel child first: it compiles while we do.
     request.getfixturevalue('data_parallel_proc')
-  config, aconfig = agent_config()
+  # With a priority signal, so its test needs no second compile.
+  config, aconfig = agent_config(['--replay.priosignal', 'uncertainty'])
   obs_space, act_space = spaces(config)
   agent = ejax.Agent(Dreamer, obs_space, act_space, aconfig, seed=0)
   return agent, config, aconfig
@@ -128,6 +125,82 @@ def test_train_compiles_once(built, trained):
   for i in range(2):
     agent.train(random_batch(agent, 10 + i))
   assert agent.compile_counts()['train'] == 1
+
+
+def reference_kl(agent, data, seed):
+  """Unclipped KL(posterior || prior) per step, in NumPy from the RSSM's
+  posterior and prior logits (unimix mixed, summed over latents)."""
+  model = agent.model
+
+  def logits(data):
+    _, entries = model._observe(data)
+    return entries['logit'], model.dyn._prior(entries['deter'])
+  if not hasattr(agent, '_test_logits'):  # Compiled once for both calls.
+    agent._test_logits = jax.jit(
+        lambda s, d, r: nj.pure(logits)(s, d, seed=r)[1])
+  post, prior = agent._test_logits(agent.state, data, seed)
+
+  def probs(x):
+    x = np.asarray(x, np.float64)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    p = e / e.sum(-1, keepdims=True)
+    return (1 - model.dyn.unimix) * p + model.dyn.unimix / x.shape[-1]
+  p, q = probs(post), probs(prior)
+  return (p * (np.log(p) - np.log(q))).sum((-2, -1))
+
+
+def test_uncertainty_signal_is_unclipped_kl(built):
+  agent = built[0]
+  # agent.uncertainty() on a batch with episodes: same seed, same samples.
+  data = random_batch(agent, 41)
+  agent.rng = np.random.default_rng(5)
+  direct = reference_kl(agent, data, agent._next_seed())
+  agent.rng = np.random.default_rng(5)
+  np.testing.assert_allclose(agent.uncertainty(data), direct, rtol=1e-4,
+                             atol=1e-5)
+  # The train step draws other posterior samples; where every step starts
+  # an episode, the per-step KL does not depend on them.
+  data = random_batch(agent, 40)
+  data['is_first'][:] = True
+  direct = reference_kl(agent, data, np.uint32([0, 0]))
+  state = agent.save()
+  outs, metrics = agent.train(data)
+  agent.load(state)  # Leave the module's agent as it was.
+  signal = outs['priority']['value']
+  K = data['stepid'].shape[1] - signal.shape[1]
+  assert signal.shape == (4, 8) and K == 1
+  np.testing.assert_array_equal(outs['priority']['stepid'],
+                                data['stepid'][:, K:])
+  np.testing.assert_allclose(signal, direct, rtol=1e-4, atol=1e-5)
+  # Unclipped: below the free nats somewhere, unlike loss/dyn.
+  assert direct.min() < 1.0 and metrics['loss/dyn'] >= 1.0 - 1e-6
+  np.testing.assert_allclose(metrics['dyn/kl_dyn_raw'], direct.mean(),
+                             rtol=1e-4)
+
+
+def test_priority_refresh_updates_every_item(built):
+  from embodied.core import Prioritized, Replay
+  from embodied.run.common import Learner
+  agent = built[0]
+  length = 9  # batch_length + replay_context of the debug block
+  sampler = Prioritized(initial=1.0)
+  replay = Replay(length, capacity=1000, chunksize=16, online=False,
+                  sampler=sampler)
+  rng = np.random.default_rng(0)
+  for t in range(30):
+    step = {k: np.zeros(s.shape, s.dtype) for k, s in agent.obs_space.items()}
+    step['vector'] = rng.normal(size=step['vector'].shape).astype(np.float32)
+    step['is_first'] = np.bool_(t == 0)
+    step['action'] = np.int32(rng.integers(0, 6))
+    replay.add(step)
+  learner = Learner(agent, replay, 4, cache_every=1, context=1)
+  learner.refresh.refresh()
+  stats = learner.stats()
+  assert stats['replay/cache_items'] == 30 - length + 1 == 22
+  assert stats['replay/cache_seconds'] > 0 and learner.stats() == {}
+  assert sampler.stats()['prio_never_updated'] == 0
+  assert sampler.stats()['prio_mean'] != 1.0
+  assert agent.compile_counts()['uncertainty'] == 1
 
 
 def test_policy_compiles_once(built):

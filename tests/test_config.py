@@ -267,7 +267,15 @@ def test_values_that_cannot_work_are_rejected():
       (['--env.size', '32'], 'env.size'),
       (['--replay.chunksize', '8', '--batch_length', '8'], 'chunksize'),
       (['--logger.outputs', 'terminal,nope'], "'nope'"),
-      (['--batch_size', '0'], 'batch_size')]:
+      (['--batch_size', '0'], 'batch_size'),
+      (['--replay.priosignal', 'nope'], "replay.priosignal 'nope'"),
+      (['--replay.fracs.recency', '-1'], 'replay.fracs.recency'),
+      (['--replay.fracs.uniform', '0'], 'replay.fracs'),
+      (['--replay.prio.initial', 'big'], 'replay.prio.initial'),
+      (['--replay.prio.maxfrac', '2'], 'replay.prio.maxfrac'),
+      (['--configs', 'uncertainty', '--replay.priosignal', 'none'],
+       'replay.priosignal'),
+      (['--replay.cache_every', '10'], 'replay.cache_every')]:
     config = main.parse(args)
     with pytest.raises(main.ConfigError) as e:
       main.check_values(config)

@@ -10,6 +10,8 @@ import time
 import elements
 import numpy as np
 
+from .priorities import PriorityRefresh
+
 
 class Episodes:
   """Accumulates score and length per env worker; reports finished episodes
@@ -41,7 +43,12 @@ class Episodes:
       self.count += 1
       metrics = {'score': score, 'length': length}
       for key, values in self.logs.pop(worker, {}).items():
-        metrics[f'{key}_mean'] = float(np.mean(values))
+        # NaN marks a step without a value, so an env can report a figure
+        # per episode on its last step only (e.g. Crafter's achievements).
+        values = np.asarray(values, np.float64)
+        values = values[~np.isnan(values)]
+        if values.size:
+          metrics[f'{key}_mean'] = float(np.mean(values))
       self.logger.add(metrics, prefix=self.prefix)
 
   def mean_recent(self):
@@ -50,17 +57,30 @@ class Episodes:
 
 class Learner:
   """Samples a batch, runs one train step and writes the step's per-step
-  outputs (latents, priority signals) back into replay."""
+  outputs (latents, priority signals) back into replay. With cache_every,
+  also refreshes every item's priority that often (see priorities.py)."""
 
-  def __init__(self, agent, replay, batch_size):
+  def __init__(self, agent, replay, batch_size, cache_every=0, context=0):
     self.agent = agent
     self.replay = replay
     self.batch_size = batch_size
     self.ext_space = getattr(agent, 'ext_space', {})
     self.updates = 0
+    self.refresh = PriorityRefresh(
+        agent, replay, batch_size, cache_every, context, self._complete) \
+        if cache_every else None
 
-  def batch(self):
-    data = self.replay.sample(self.batch_size)
+  def batch(self, commit=True):
+    """commit=False for batches that are not trained on (reports): replay
+    keeps its sampler state and online queue as they are."""
+    if commit:
+      return self._complete(self.replay.sample(self.batch_size))
+    return self._complete(self.replay.sample(self.batch_size, commit=False))
+
+  def stats(self):
+    return self.refresh.stats() if self.refresh else {}
+
+  def _complete(self, data):
     shape = data['stepid'].shape
     for key, space in self.ext_space.items():
       if key not in data:  # Not written by any train step yet.
@@ -76,6 +96,8 @@ class Learner:
       self.replay.prioritize(outs['priority']['stepid'],
                              outs['priority']['value'])
     self.updates += 1
+    if self.refresh:
+      self.refresh(self.updates)
     return metrics
 
 
