@@ -1,5 +1,18 @@
 """The environment interface that the driver, replay and agent rely on."""
 
+import elements
+import numpy as np
+
+
+def step_spaces():
+  """The obs keys every env reports besides its observations."""
+  return {
+      'reward': elements.Space(np.float32),
+      'is_first': elements.Space(bool),
+      'is_last': elements.Space(bool),
+      'is_terminal': elements.Space(bool),
+  }
+
 
 class Env:
   """A single environment with dict observations and dict actions.

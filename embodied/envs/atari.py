@@ -131,10 +131,7 @@ class Atari(base.Env):
     self._obs_space = {
         'image': elements.Space(
             np.uint8, (*self._size, 1 if self._gray else 3)),
-        'reward': elements.Space(np.float32),
-        'is_first': elements.Space(bool),
-        'is_last': elements.Space(bool),
-        'is_terminal': elements.Space(bool),
+        **base.step_spaces(),
     }
     self._act_space = {
         'action': elements.Space(np.int32, (), 0, len(self._actions)),

@@ -78,10 +78,7 @@ class BSuite(base.Env):
   def obs_space(self):
     return {
         'vector': elements.Space(np.float32, (self._size,)),
-        'reward': elements.Space(np.float32),
-        'is_first': elements.Space(bool),
-        'is_last': elements.Space(bool),
-        'is_terminal': elements.Space(bool),
+        **base.step_spaces(),
     }
 
   @property

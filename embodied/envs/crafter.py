@@ -111,10 +111,7 @@ class Crafter(base.Env):
   def obs_space(self):
     spaces = {
         'image': elements.Space(np.uint8, (*self._size, 3)),
-        'reward': elements.Space(np.float32),
-        'is_first': elements.Space(bool),
-        'is_last': elements.Space(bool),
-        'is_terminal': elements.Space(bool),
+        **base.step_spaces(),
     }
     if self._logs:
       for name in ACHIEVEMENTS:

@@ -160,10 +160,7 @@ class DMC(base.Env):
       spaces['image'] = elements.Space(np.uint8, (*self._size, 3))
     for key, shape in self._shapes.items():
       spaces[key] = elements.Space(np.float32, shape)
-    spaces['reward'] = elements.Space(np.float32)
-    spaces['is_first'] = elements.Space(bool)
-    spaces['is_last'] = elements.Space(bool)
-    spaces['is_terminal'] = elements.Space(bool)
+    spaces.update(base.step_spaces())
     return spaces
 
   @property

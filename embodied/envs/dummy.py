@@ -52,10 +52,7 @@ class Dummy(base.Env):
       spaces['image'] = elements.Space(np.uint8, (*self._size, 3))
     if self._has_vector:
       spaces['vector'] = elements.Space(np.float32, (width,))
-    spaces['reward'] = elements.Space(np.float32)
-    spaces['is_first'] = elements.Space(bool)
-    spaces['is_last'] = elements.Space(bool)
-    spaces['is_terminal'] = elements.Space(bool)
+    spaces.update(base.step_spaces())
     return spaces
 
   @property

@@ -87,10 +87,7 @@ class MinAtar(base.Env):
     # Built once: an elements.Space takes ~0.5 ms to create.
     self._obs_space = {
         'image': elements.Space(np.uint8, (10, 10, len(self._keep))),
-        'reward': elements.Space(np.float32),
-        'is_first': elements.Space(bool),
-        'is_last': elements.Space(bool),
-        'is_terminal': elements.Space(bool),
+        **base.step_spaces(),
     }
     self._act_space = {
         'action': elements.Space(np.int32, (), 0, len(self._actions)),
