@@ -324,7 +324,6 @@ def test_resize_methods():
     assert np.array_equal(obs['image'], expected)
 
 
-@pytest.mark.slow
 def test_end_to_end_training(tmp_path):
   """A short debug run through main.py: episodes capped at 400
   frames. ~1.5 min of CPU, mostly XLA compile."""

@@ -174,7 +174,6 @@ def test_preset(args, shape):
   assert env.step(RESET)['image'].shape == shape
 
 
-@pytest.mark.slow
 def test_end_to_end_training(tmp_path):
   """A short debug run through main.py on MinAtar Breakout. ~1 min of
   CPU, mostly XLA compile."""
