@@ -13,6 +13,7 @@ alpha_strength, cross_episodes. Installed on the agent's `recon_weights`
 seam, so the agent itself does not know about it.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -60,7 +61,10 @@ class MaskedPixelLoss:
     for key in self.keys:
       moving = moving_mask(obs[key], obs['is_first'], self.k,
                            self.cross_episodes)
-      weights[key] = mask_weights(moving, self.alpha)
+      # Materialise the weights once: fused into the image loss and its
+      # gradient, XLA:CPU would recompute the shifted comparisons there.
+      weights[key] = jax.lax.optimization_barrier(
+          mask_weights(moving, self.alpha))
       metrics[f'mask/moving_frac_{key}'] = moving.astype(f32).mean()
     return weights, metrics
 
