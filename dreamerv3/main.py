@@ -29,7 +29,10 @@ STRUCTURAL = (
     r'agent\.enc\..*',
     r'agent\.dec\..*', r'agent\.dyn\..*', r'agent\.rewhead\..*',
     r'agent\.conhead\..*', r'agent\.policy\..*', r'agent\.value\..*',
-    r'env\.size')
+    r'env\.size',
+    # Env options that change observation or action shapes.
+    r'env\.atari(100k)?\.(gray|actions)', r'env\.minatar\.actions',
+    r'env\.dmc\.(proprio|image)')
 
 
 class ConfigError(Exception):

@@ -251,6 +251,19 @@ def test_check_logdir_lists_every_structural_key(logdir):
   assert 'train_ratio' not in msg
 
 
+def test_check_logdir_env_shape_options(tmp_path):
+  config = parse(['--configs', 'atari100k', 'debug'])
+  main.write_config(config, tmp_path / 'run')
+  for flag, value in [('--env.atari100k.gray', 'True'),
+                      ('--env.atari100k.actions', 'needed')]:
+    changed = parse(['--configs', 'atari100k', 'debug', flag, value])
+    with pytest.raises(ConfigError, match=flag[2:].replace('.', r'\.')):
+      check_logdir(changed, tmp_path / 'run')
+  # Sticky actions change no shape: resuming with another value is fine.
+  check_logdir(parse(['--configs', 'atari100k', 'debug',
+                      '--env.atari100k.sticky', '0.25']), tmp_path / 'run')
+
+
 @pytest.mark.parametrize('flag,value', [
     ('--run.train_ratio', '64'), ('--run.steps', '1e3'),
     ('--script', 'eval_only'), ('--seed', '1'), ('--agent.opt.lr', '1e-3'),
