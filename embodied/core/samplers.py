@@ -14,6 +14,14 @@ import numpy as np
 from .sumtree import SumTree
 
 
+def _new_ids(itemids):
+  """Ids to insert, as a flat int64 array; negative ids are an error."""
+  ids = np.asarray(itemids, np.int64).reshape(-1)
+  if len(ids) and ids.min() < 0:
+    raise ValueError('Item ids must be non-negative.')
+  return ids
+
+
 class Sampler:
   """Interface: a set of item ids that can be sampled from."""
 
@@ -64,11 +72,9 @@ class Uniform(Sampler):
     return self._size
 
   def insert(self, itemids):
-    ids = np.asarray(itemids, np.int64).reshape(-1)
+    ids = _new_ids(itemids)
     if not len(ids):
       return
-    if ids.min() < 0:
-      raise ValueError('Item ids must be non-negative.')
     self._reserve(self._size + len(ids), int(ids.max()) + 1)
     if (self._index[ids] >= 0).any():
       raise KeyError('Inserting item ids that are already present.')
@@ -205,11 +211,9 @@ class Prioritized(Sampler):
   # Writing.
 
   def insert(self, itemids):
-    ids = np.asarray(itemids, np.int64).reshape(-1)
+    ids = _new_ids(itemids)
     if not len(ids):
       return
-    if ids.min() < 0:
-      raise ValueError('Item ids must be non-negative.')
     self._reserve(int(ids.max()) + 1)
     if (self._state[ids] != self.ABSENT).any() or \
         len(np.unique(ids)) < len(ids):
@@ -452,11 +456,9 @@ class Recency(Sampler):
     return self._size
 
   def insert(self, itemids):
-    ids = np.asarray(itemids, np.int64).reshape(-1)
+    ids = _new_ids(itemids)
     if not len(ids):
       return
-    if ids.min() < 0:
-      raise ValueError('Item ids must be non-negative.')
     if int(ids.max()) >= len(self._seqof):
       grown = np.full(max(int(ids.max()) + 1, 2 * len(self._seqof), 64), -1,
                       np.int64)
