@@ -22,6 +22,32 @@ def _new_ids(itemids):
   return ids
 
 
+def _check_new(ids, present):
+  """present(ids) -> bool per id; inserted ids must be absent and distinct."""
+  if present(ids).any() or len(np.unique(ids)) < len(ids):
+    raise KeyError('Inserting item ids that are already present.')
+
+
+def _old_ids(itemids, limit, present):
+  """Ids to remove, as a flat int64 array. Each must be below limit (the
+  size of the sampler's id table), present, and given once."""
+  ids = np.asarray(itemids, np.int64).reshape(-1)
+  if len(ids) and (ids.min() < 0 or ids.max() >= limit or
+                   not present(ids).all() or len(np.unique(ids)) < len(ids)):
+    raise KeyError('Removing item ids that are not present.')
+  return ids
+
+
+def _grow(array, size, fill=0):
+  """array, grown geometrically (amortised O(1) appends) to hold at least
+  size entries; new entries are fill."""
+  if size <= len(array):
+    return array
+  grown = np.full(max(size, 2 * len(array), 64), fill, array.dtype)
+  grown[:len(array)] = array
+  return grown
+
+
 class Sampler:
   """Interface: a set of item ids that can be sampled from."""
 
@@ -75,7 +101,8 @@ class Uniform(Sampler):
     ids = _new_ids(itemids)
     if not len(ids):
       return
-    self._reserve(self._size + len(ids), int(ids.max()) + 1)
+    self._keys = _grow(self._keys, self._size + len(ids))
+    self._index = _grow(self._index, int(ids.max()) + 1, -1)
     if (self._index[ids] >= 0).any():
       raise KeyError('Inserting item ids that are already present.')
     start, end = self._size, self._size + len(ids)
@@ -88,14 +115,10 @@ class Uniform(Sampler):
     self._size = end
 
   def remove(self, itemids):
-    ids = np.asarray(itemids, np.int64).reshape(-1)
+    ids = _old_ids(itemids, len(self._index), lambda i: self._index[i] >= 0)
     if not len(ids):
       return
-    if ids.min() < 0 or ids.max() >= len(self._index):
-      raise KeyError('Removing item ids that are not present.')
     where = self._index[ids]
-    if (where < 0).any() or len(np.unique(ids)) < len(ids):
-      raise KeyError('Removing item ids that are not present.')
     newsize = self._size - len(ids)
     # Keys in the tail that survive fill the holes left below the new size.
     self._index[ids] = -1
@@ -123,17 +146,6 @@ class Uniform(Sampler):
     self._size = 0
     self.insert(keys)
     self._rng.bit_generator.state = data['rng']
-
-  def _reserve(self, size, maxid):
-    # Grow geometrically so repeated single inserts stay amortised O(1).
-    if size > len(self._keys):
-      keys = np.zeros(max(size, 2 * len(self._keys), 64), np.int64)
-      keys[:self._size] = self._keys[:self._size]
-      self._keys = keys
-    if maxid > len(self._index):
-      index = np.full(max(maxid, 2 * len(self._index), 64), -1, np.int64)
-      index[:len(self._index)] = self._index
-      self._index = index
 
 
 def parse_initial(initial):
@@ -215,9 +227,7 @@ class Prioritized(Sampler):
     if not len(ids):
       return
     self._reserve(int(ids.max()) + 1)
-    if (self._state[ids] != self.ABSENT).any() or \
-        len(np.unique(ids)) < len(ids):
-      raise KeyError('Inserting item ids that are already present.')
+    _check_new(ids, self._present)
     self._size += len(ids)
     if self.initial == float('inf'):
       self._state[ids] = self.PENDING
@@ -230,13 +240,9 @@ class Prioritized(Sampler):
     self._tree.set(ids, value ** self.exponent)
 
   def remove(self, itemids):
-    ids = np.asarray(itemids, np.int64).reshape(-1)
+    ids = _old_ids(itemids, len(self._state), self._present)
     if not len(ids):
       return
-    if ids.min() < 0 or ids.max() >= len(self._state) or \
-        (self._state[ids] == self.ABSENT).any() or \
-        len(np.unique(ids)) < len(ids):
-      raise KeyError('Removing item ids that are not present.')
     state = self._state[ids]
     self._forget_stats(ids[state == self.UPDATED])
     self._npending -= int((state == self.PENDING).sum())
@@ -333,6 +339,9 @@ class Prioritized(Sampler):
 
   # Internals.
 
+  def _present(self, ids):
+    return self._state[ids] != self.ABSENT
+
   def _reserve(self, size):
     if size <= len(self._state):
       return
@@ -369,10 +378,7 @@ class Prioritized(Sampler):
 
   def _push_pending(self, ids):
     end = self._plen + len(ids)
-    if end > len(self._pending):
-      grown = np.zeros(max(end, 2 * len(self._pending)), np.int64)
-      grown[:self._plen] = self._pending[:self._plen]
-      self._pending = grown
+    self._pending = _grow(self._pending, end)
     self._pending[self._plen:end] = ids
     self._plen = end
     self._npending += len(ids)
@@ -459,18 +465,10 @@ class Recency(Sampler):
     ids = _new_ids(itemids)
     if not len(ids):
       return
-    if int(ids.max()) >= len(self._seqof):
-      grown = np.full(max(int(ids.max()) + 1, 2 * len(self._seqof), 64), -1,
-                      np.int64)
-      grown[:len(self._seqof)] = self._seqof
-      self._seqof = grown
-    if (self._seqof[ids] >= 0).any() or len(np.unique(ids)) < len(ids):
-      raise KeyError('Inserting item ids that are already present.')
+    self._seqof = _grow(self._seqof, int(ids.max()) + 1, -1)
+    _check_new(ids, lambda i: self._seqof[i] >= 0)
     end = self._next - self._offset + len(ids)
-    if end > len(self._order):
-      grown = np.full(max(end, 2 * len(self._order)), -1, np.int64)
-      grown[:len(self._order)] = self._order
-      self._order = grown
+    self._order = _grow(self._order, end, -1)
     seqs = self._next + np.arange(len(ids))
     self._order[seqs - self._offset] = ids
     self._seqof[ids] = seqs
@@ -478,12 +476,9 @@ class Recency(Sampler):
     self._size += len(ids)
 
   def remove(self, itemids):
-    ids = np.asarray(itemids, np.int64).reshape(-1)
+    ids = _old_ids(itemids, len(self._seqof), lambda i: self._seqof[i] >= 0)
     if not len(ids):
       return
-    if ids.min() < 0 or ids.max() >= len(self._seqof) or \
-        (self._seqof[ids] < 0).any() or len(np.unique(ids)) < len(ids):
-      raise KeyError('Removing item ids that are not present.')
     self._order[self._seqof[ids] - self._offset] = -1
     self._seqof[ids] = -1
     self._size -= len(ids)
