@@ -140,17 +140,15 @@ def _check_replay(replay):
   if not sum(fracs.values()) > 0:
     raise ConfigError(
         f'replay.fracs must have a positive sum, got {fracs}')
-  try:
-    samplers.parse_initial(replay.prio.initial)
+  try:  # The samplers check their own options (whether used or not).
+    samplers.Prioritized(
+        replay.prio.exponent, replay.prio.maxfrac, replay.prio.initial)
+    samplers.Recency(replay.recexp)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  if not 0 <= replay.prio.maxfrac <= 1:
+  if replay.cache_every < 0:
     raise ConfigError(
-        f'replay.prio.maxfrac must be in [0, 1], got {replay.prio.maxfrac}')
-  for key in ('prio.exponent', 'recexp', 'cache_every'):
-    if replay[key] < 0:
-      raise ConfigError(f'replay.{key} must be non-negative, got '
-                        f'{replay[key]}')
+        f'replay.cache_every must be non-negative, got {replay.cache_every}')
   priority = fracs.get('priority', 0) > 0
   if priority and replay.priosignal == 'none' and not replay.cache_every:
     raise ConfigError(

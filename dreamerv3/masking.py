@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import rssm
+
 f32 = jnp.float32
 
 
@@ -69,11 +71,6 @@ class MaskedPixelLoss:
     return weights, metrics
 
 
-def image_keys(obs_space):
-  return sorted(k for k, s in obs_space.items()
-                if len(s.shape) == 3 and not k.startswith('log/'))
-
-
 def check(config):
   """Validates config.dynamics; returns an error message or None."""
   c = config.dynamics
@@ -90,7 +87,7 @@ def install(agent, config):
   c = config.dynamics
   if not c.masked_loss:
     return
-  keys = image_keys(agent.obs_space)
+  keys = rssm.image_keys(agent.obs_space)
   if not keys:
     raise ValueError(
         'dynamics.masked_loss needs image observations, but the task has '

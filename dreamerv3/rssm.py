@@ -180,8 +180,9 @@ class RSSM(nj.Module):
     return x.astype(f32).reshape((*x.shape[:-1], self.stoch, self.classes))
 
 
-def _image_keys(space):
-  return sorted(k for k, s in space.items() if len(s.shape) == 3)
+def image_keys(space):
+  return sorted(k for k, s in space.items()
+                if len(s.shape) == 3 and not k.startswith('log/'))
 
 
 def _vector_keys(space):
@@ -207,7 +208,7 @@ class Encoder(nj.Module):
 
   def __init__(self, obs_space):
     self.obs_space = obs_space
-    self.imgkeys = _image_keys(obs_space)
+    self.imgkeys = image_keys(obs_space)
     self.veckeys = _vector_keys(obs_space)
 
   def __call__(self, obs, bdims=2):
@@ -252,7 +253,7 @@ class Decoder(nj.Module):
 
   def __init__(self, obs_space):
     self.obs_space = obs_space
-    self.imgkeys = _image_keys(obs_space)
+    self.imgkeys = image_keys(obs_space)
     self.veckeys = _vector_keys(obs_space)
 
   def __call__(self, feat, bdims=2):

@@ -14,6 +14,14 @@ def step_spaces():
   }
 
 
+def discrete_act_space(n):
+  """act_space of an env with one discrete action in [0, n)."""
+  return {
+      'action': elements.Space(np.int32, (), 0, n),
+      'reset': elements.Space(bool),
+  }
+
+
 class Env:
   """A single environment with dict observations and dict actions.
 

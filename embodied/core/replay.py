@@ -165,13 +165,13 @@ class Replay:
     if slots <= self._alloc:
       return
     new = min(self.num_slots, max(slots, 2 * self._alloc))
-    for key, old in self._data.items():
+
+    def grown(old):
       arr = np.zeros((new, *old.shape[1:]), old.dtype)
       arr[:self._alloc] = old
-      self._data[key] = arr
-    stamp = np.zeros((new, self.chunksize), np.int64)
-    stamp[:self._alloc] = self._stamp
-    self._stamp = stamp
+      return arr
+    self._data = {key: grown(old) for key, old in self._data.items()}
+    self._stamp = grown(self._stamp)
     self._alloc = new
 
   def _open_chunk(self, prev):

@@ -133,10 +133,7 @@ class Atari(base.Env):
             np.uint8, (*self._size, 1 if self._gray else 3)),
         **base.step_spaces(),
     }
-    self._act_space = {
-        'action': elements.Space(np.int32, (), 0, len(self._actions)),
-        'reset': elements.Space(bool),
-    }
+    self._act_space = base.discrete_act_space(len(self._actions))
 
   @property
   def ale(self):

@@ -83,10 +83,7 @@ class BSuite(base.Env):
 
   @property
   def act_space(self):
-    return {
-        'action': elements.Space(np.int32, (), 0, self._actions),
-        'reset': elements.Space(bool),
-    }
+    return base.discrete_act_space(self._actions)
 
   def step(self, action):
     if action['reset'] or self._done:

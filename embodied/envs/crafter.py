@@ -122,10 +122,7 @@ class Crafter(base.Env):
 
   @property
   def act_space(self):
-    return {
-        'action': elements.Space(np.int32, (), 0, 17),
-        'reset': elements.Space(bool),
-    }
+    return base.discrete_act_space(17)
 
   @property
   def success_rates(self):

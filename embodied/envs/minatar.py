@@ -89,10 +89,7 @@ class MinAtar(base.Env):
         'image': elements.Space(np.uint8, (10, 10, len(self._keep))),
         **base.step_spaces(),
     }
-    self._act_space = {
-        'action': elements.Space(np.int32, (), 0, len(self._actions)),
-        'reset': elements.Space(bool),
-    }
+    self._act_space = base.discrete_act_space(len(self._actions))
 
   @property
   def channels(self):

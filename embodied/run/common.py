@@ -73,9 +73,7 @@ class Learner:
   def batch(self, commit=True):
     """commit=False for batches that are not trained on (reports): replay
     keeps its sampler state and online queue as they are."""
-    if commit:
-      return self._complete(self.replay.sample(self.batch_size))
-    return self._complete(self.replay.sample(self.batch_size, commit=False))
+    return self._complete(self.replay.sample(self.batch_size, commit))
 
   def stats(self):
     return self.refresh.stats() if self.refresh else {}
