@@ -206,11 +206,16 @@ class Dreamer(nj.Module):
     feat = self.dyn.feat(entries)
 
     losses, metrics, kl = self._world_model_loss(obs, entries, feat)
-    ret, imag_losses, imag_metrics = self._imagination_loss(obs, entries)
+    # Imagination (and the replay value loss it bootstraps) starts from the
+    # last L posterior states of each sequence only, to save compute.
+    L = min(c.imag_last or T, T)
+    last = lambda tree: jax.tree.map(lambda x: x[:, T - L:], tree)
+    ret, imag_losses, imag_metrics = self._imagination_loss(
+        last(obs), last(entries))
     losses.update(imag_losses)
     metrics.update(imag_metrics)
     losses['repval'], rdist, rret = self._replay_value_loss(
-        obs, feat, ret[:, 0].reshape(B, T))
+        last(obs), last(feat), ret[:, 0].reshape(B, L))
     total = sum(c.loss_scales[k] * v.mean() for k, v in losses.items())
     metrics.update({f'loss/{k}': v.mean() for k, v in losses.items()})
 
@@ -227,9 +232,11 @@ class Dreamer(nj.Module):
           'recon': lambda: losses['rec'],
           # Known for all but the last step; it repeats the one before.
           'value': lambda: _pad_last(jnp.abs(rdist.pred() - rret))}
+      value = sg(signals[c.priosignal]()).astype(f32)
+      # Signals cover the last value.shape[1] steps (L for 'value').
       outs_['priority'] = {
-          'stepid': data['stepid'][:, K:],
-          'value': sg(signals[c.priosignal]()).astype(f32)}
+          'stepid': data['stepid'][:, K + T - value.shape[1]:],
+          'value': value}
     return total, (outs_, metrics)
 
   def _world_model_loss(self, obs, entries, feat):
@@ -259,8 +266,8 @@ class Dreamer(nj.Module):
 
   def _imagination_loss(self, obs, entries):
     """Actor (REINFORCE on normalised advantages) and critic (lambda
-    returns plus slow-critic regulariser) on rollouts from every posterior
-    state. Returns the lambda returns [B * T, H] too."""
+    returns plus slow-critic regulariser) on rollouts from every given
+    posterior state. Returns the lambda returns [B * T, H] too."""
     c = self.config
     start = jax.tree.map(
         lambda x: sg(x).reshape((-1, *x.shape[2:])),

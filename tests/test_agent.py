@@ -178,6 +178,53 @@ def test_uncertainty_signal_is_unclipped_kl(built):
                              rtol=1e-4)
 
 
+def test_imag_last_starts_from_the_last_posterior_states(built):
+  """With agent.imag_last L, imagination and the replay value loss get the
+  last L posterior states of each sequence, from the same forward pass."""
+  agent = built[0]
+  model = agent.model
+  L = 3
+  names = ('_observe', '_imagination_loss', '_replay_value_loss')
+
+  def probe(state, data, seed):
+    seen = {}
+    def spy(name, method):
+      def call(*args):
+        out = method(*args)
+        seen[name] = (args, out[:2] if name == '_observe' else out[0])
+        return out
+      return call
+    config = model.config
+    try:
+      model.config = config.update(imag_last=L)
+      for name in names:
+        setattr(model, name, spy(name, getattr(model, name)))
+      nj.pure(model.loss)(state, data, seed=seed)
+    finally:
+      model.config = config
+      for name in names:
+        delattr(model, name)
+    return seen
+  seen = jax.jit(probe)(agent.state, random_batch(agent, 3),
+                        agent._next_seed())
+  obs, entries = seen['_observe'][1]
+  T = obs['reward'].shape[1]
+  assert T == 8 and L < T
+  imag_obs, imag_entries = seen['_imagination_loss'][0]
+  for key in ('deter', 'stoch'):
+    np.testing.assert_array_equal(imag_entries[key], entries[key][:, -L:])
+  np.testing.assert_array_equal(imag_obs['is_terminal'],
+                                obs['is_terminal'][:, -L:])
+  # Imagined returns [B * L, H]; their first step bootstraps the replay
+  # value loss of the same L steps.
+  ret = seen['_imagination_loss'][1]
+  rep_obs, rep_feat, boot = seen['_replay_value_loss'][0]
+  assert ret.shape == (4 * L, model.config.imag_length)
+  np.testing.assert_array_equal(boot, ret[:, 0].reshape(4, L))
+  np.testing.assert_array_equal(rep_obs['reward'], obs['reward'][:, -L:])
+  assert rep_feat.shape[:2] == (4, L)
+
+
 def test_priority_refresh_updates_every_item(built):
   from embodied.core import Prioritized, Replay
   from embodied.run.common import Learner
