@@ -267,7 +267,7 @@ class Dreamer(nj.Module):
   def _imagination_loss(self, obs, entries):
     """Actor (REINFORCE on normalised advantages) and critic (lambda
     returns plus slow-critic regulariser) on rollouts from every given
-    posterior state. Returns the lambda returns [B * T, H] too."""
+    posterior state. Returns the lambda returns [starts, H] too."""
     c = self.config
     start = jax.tree.map(
         lambda x: sg(x).reshape((-1, *x.shape[2:])),

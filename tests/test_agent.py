@@ -180,7 +180,8 @@ def test_uncertainty_signal_is_unclipped_kl(built):
 
 def test_imag_last_starts_from_the_last_posterior_states(built):
   """With agent.imag_last L, imagination and the replay value loss get the
-  last L posterior states of each sequence, from the same forward pass."""
+  last L posterior states of each sequence, from the same forward pass, and
+  the 'value' priority signal covers those L steps."""
   agent = built[0]
   model = agent.model
   L = 3
@@ -196,17 +197,18 @@ def test_imag_last_starts_from_the_last_posterior_states(built):
       return call
     config = model.config
     try:
-      model.config = config.update(imag_last=L)
+      model.config = config.update(imag_last=L, priosignal='value')
       for name in names:
         setattr(model, name, spy(name, getattr(model, name)))
-      nj.pure(model.loss)(state, data, seed=seed)
+      _, (_, (outs_, _)) = nj.pure(model.loss)(state, data, seed=seed)
+      seen['priority'] = outs_['priority']
     finally:
       model.config = config
       for name in names:
         delattr(model, name)
     return seen
-  seen = jax.jit(probe)(agent.state, random_batch(agent, 3),
-                        agent._next_seed())
+  data = random_batch(agent, 3)
+  seen = jax.jit(probe)(agent.state, data, agent._next_seed())
   obs, entries = seen['_observe'][1]
   T = obs['reward'].shape[1]
   assert T == 8 and L < T
@@ -223,6 +225,9 @@ def test_imag_last_starts_from_the_last_posterior_states(built):
   np.testing.assert_array_equal(boot, ret[:, 0].reshape(4, L))
   np.testing.assert_array_equal(rep_obs['reward'], obs['reward'][:, -L:])
   assert rep_feat.shape[:2] == (4, L)
+  assert seen['priority']['value'].shape == (4, L)
+  np.testing.assert_array_equal(seen['priority']['stepid'],
+                                data['stepid'][:, -L:])
 
 
 def test_priority_refresh_updates_every_item(built):
