@@ -49,6 +49,17 @@ def split_args(argv):
   return bench, rest
 
 
+def time_calls(fn, count):
+  """Wall seconds and CPU seconds (all threads of the process) per call.
+  CPU time is the steadier figure on a VM whose wall-clock speed swings
+  with steal time; CPU over wall is the number of cores kept busy."""
+  start, cpu_start = time.perf_counter(), time.process_time()
+  for _ in range(count):
+    fn()
+  return ((time.perf_counter() - start) / count,
+          (time.process_time() - cpu_start) / count)
+
+
 def peak_rss_gb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
@@ -111,12 +122,11 @@ def main(argv=None):
   results['compile_train_s'] = agent.compile_time['train']
   for _ in range(bench['warmup'] - 1):
     learner()
-  start = time.perf_counter()
-  for _ in range(bench['updates']):
-    learner()
-  dt = (time.perf_counter() - start) / bench['updates']
+  dt, cpu = time_calls(learner, bench['updates'])
   seq = config.batch_length + config.replay_context
   results['updates_per_s'] = 1 / dt
+  results['cpu_s_per_update'] = cpu
+  results['cores_busy'] = cpu / dt
   results['replayed_steps_per_s'] = config.batch_size * seq / dt
   results['peak_rss_gb'] = peak_rss_gb()
   counts = agent.compile_counts()
