@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / 'dreamerv3'))
 import numpy as np  # noqa: E402
 
 from dreamerv3 import main as dmain  # noqa: E402
+from scripts.timing import time_calls  # noqa: E402
 import embodied  # noqa: E402
 
 BENCH = {'updates': 10, 'env_steps': 2000, 'flops': True, 'warmup': 2}
@@ -47,17 +48,6 @@ def split_args(argv):
       rest.append(argv[i])
       i += 1
   return bench, rest
-
-
-def time_calls(fn, count):
-  """Wall seconds and CPU seconds (all threads of the process) per call.
-  CPU time is the steadier figure on a VM whose wall-clock speed swings
-  with steal time; CPU over wall is the number of cores kept busy."""
-  start, cpu_start = time.perf_counter(), time.process_time()
-  for _ in range(count):
-    fn()
-  return ((time.perf_counter() - start) / count,
-          (time.process_time() - cpu_start) / count)
 
 
 def peak_rss_gb():

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import embodied  # noqa: E402
 from dreamerv3 import main as dmain  # noqa: E402
 from embodied.run.common import Learner  # noqa: E402
-from scripts.bench import time_calls  # noqa: E402
+from scripts.timing import time_calls  # noqa: E402
 
 
 def build(argv, steps, seed=0):
@@ -79,8 +79,9 @@ def main():
   for _ in range(args.rounds):
     for name, learner in learners.items():
       times[name].append(time_calls(learner, 1))
-  median = {k: float(np.median([t[0] for t in v])) for k, v in times.items()}
-  cpu = {k: float(np.median([t[1] for t in v])) for k, v in times.items()}
+  median, cpu = {}, {}
+  for name, pairs in times.items():
+    median[name], cpu[name] = np.median(pairs, 0).tolist()
   print(json.dumps({
       'base': args.base, 'variant': args.variant, 'rounds': args.rounds,
       'base_s_per_update': round(median['base'], 4),

@@ -25,6 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dreamerv3 import masking  # noqa: E402
+from scripts.timing import time_calls  # noqa: E402
 
 
 def seed_loop(images, k, alpha):
@@ -44,10 +45,7 @@ def seed_loop(images, k, alpha):
 
 def timed(fn, repeats):
   jax.block_until_ready(fn())
-  start = time.perf_counter()
-  for _ in range(repeats):
-    jax.block_until_ready(fn())
-  return (time.perf_counter() - start) / repeats
+  return time_calls(lambda: jax.block_until_ready(fn()), repeats)[0]
 
 
 def main():

@@ -1,4 +1,4 @@
-"""The timing helper behind scripts/bench.py and scripts/bench_ab.py: wall
+"""The timing helper behind the benchmark scripts (scripts/timing.py): wall
 and CPU seconds per call, and the --bench.* option parsing. (Running the
 scripts themselves costs a minute of compilation; they assert nothing.)"""
 
@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from scripts.bench import split_args, time_calls
+from scripts.bench import split_args
+from scripts.timing import time_calls
 
 
 def busy(seconds):
