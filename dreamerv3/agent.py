@@ -38,6 +38,7 @@ class Head(nj.Module):
   norm: str = 'rms'
   outscale: float = 1.0
   bins: int = 255
+  layout: str = 'symexp'  # two-hot bin layout (outs.TwoHot)
   unimix: float = 0.01
   minstd: float = 0.1
   maxstd: float = 1.0
@@ -51,7 +52,8 @@ class Head(nj.Module):
     if self.kind == 'twohot':
       logits = self.sub('out', nets.Linear, units=self.bins,
                         outscale=self.outscale)(x)
-      return outs.TwoHot(logits, outs.symexp_bins(self.bins))
+      return outs.TwoHot(
+          logits, outs.twohot_bins(self.bins, self.layout), self.layout)
     if self.kind == 'binary':
       logit = self.sub('out', nets.Linear, units=1, outscale=self.outscale)(x)
       return outs.Binary(logit[..., 0])
@@ -162,7 +164,10 @@ class Dreamer(nj.Module):
       act = {k: d.sample(nj.seed()) for k, d in dists.items()}
     act = {k: v.astype(self.act_space[k].dtype) for k, v in act.items()}
     prevact = rssm.prep_action(self.act_space, act)
-    return (state, prevact), act, {}
+    # The posterior latents go into replay with the step, so that every
+    # stored step can start a training sequence (train steps overwrite
+    # them with fresher ones).
+    return (state, prevact), act, self._compact_latents(state)
 
   # Learning.
 
@@ -222,9 +227,7 @@ class Dreamer(nj.Module):
     outs_ = {}
     if K:
       outs_['replay'] = {
-          'stepid': data['stepid'][:, K:],
-          'deter': sg(entries['deter']).astype(jnp.float16),
-          'stoch': jnp.argmax(entries['stoch'], -1).astype(jnp.int8)}
+          'stepid': data['stepid'][:, K:], **self._compact_latents(entries)}
     if c.priosignal != 'none':
       signals = {
           'uncertainty': lambda: kl['dyn_raw'],
@@ -319,10 +322,18 @@ class Dreamer(nj.Module):
         1 - last[:, :-1])
     return loss, rdist, rret
 
+  def _compact_latents(self, state):
+    """Posterior latents in the dtypes of ext_space (empty without a replay
+    context)."""
+    if not self.config.replay_context:
+      return {}
+    return {'deter': sg(state['deter']).astype(jnp.float16),
+            'stoch': jnp.argmax(state['stoch'], -1).astype(jnp.int8)}
+
   def _context(self, data, B, K):
-    """Initial RSSM state: latents stored in replay at step K - 1 by an
-    earlier train step (zeros where none was stored yet; obs_step resets the
-    state anyway where step K starts an episode)."""
+    """Initial RSSM state: the latents stored in replay at step K - 1, by
+    the policy that collected it or by a later train step (obs_step resets
+    the state anyway where step K starts an episode)."""
     if not K or 'deter' not in data:
       return self.dyn.initial(B)
     deter = data['deter'][:, K - 1].astype(f32)
@@ -330,8 +341,13 @@ class Dreamer(nj.Module):
                            self.dyn.classes, dtype=f32)
     return {'deter': deter, 'stoch': stoch}
 
-  def _update_slow(self):
-    rate = self.config.slow_rate
+  def after_init(self):
+    """The slow critic starts as a copy of the critic."""
+    self._update_slow(rate=1.0)
+
+  def _update_slow(self, rate=None):
+    """slow <- (1 - rate) * slow + rate * critic, per parameter."""
+    rate = self.config.slow_rate if rate is None else rate
     fast = self.val.values
     ctx = nj.context()
     for key, value in fast.items():

@@ -35,6 +35,12 @@ STRUCTURAL = (
     r'env\.dmc\.(proprio|image)')
 
 
+# What a structural key missing from an older logdir's config meant there
+# (the behaviour before the key existed). Other missing keys are skipped.
+LEGACY = {
+    'agent.rewhead.layout': 'symlog', 'agent.value.layout': 'symlog'}
+
+
 class ConfigError(Exception):
   pass
 
@@ -117,6 +123,13 @@ def check_values(config):
         f"Unknown replay.priosignal '{config.replay.priosignal}': choose "
         f"from {', '.join(PRIO_SIGNALS)}")
   _check_replay(config.replay)
+  from embodied.jax.outs import TWOHOT_LAYOUTS
+  for head in ('rewhead', 'value'):
+    layout = config.agent[head].layout
+    if layout not in TWOHOT_LAYOUTS:
+      raise ConfigError(
+          f"Unknown agent.{head}.layout '{layout}': choose from "
+          f"{', '.join(TWOHOT_LAYOUTS)}")
   from dreamerv3 import masking
   error = masking.check(config)
   if error:
@@ -177,8 +190,15 @@ def check_logdir(config, logdir):
   for key in sorted(set(old) | set(new)):
     if not any(re.fullmatch(p, key) for p in STRUCTURAL):
       continue
-    if old.get(key) != new.get(key):
-      diffs.append(f'  {key}: logdir has {old.get(key)!r}, now {new.get(key)!r}')
+    if key in old:
+      was = repr(old[key])
+    elif key in LEGACY:
+      was = f'{LEGACY[key]!r} (written before the key existed)'
+      old[key] = LEGACY[key]
+    else:
+      continue
+    if old[key] != new.get(key):
+      diffs.append(f'  {key}: logdir has {was}, now {new.get(key)!r}')
   if diffs:
     raise ConfigError(
         f'The logdir {logdir} holds a run with an incompatible config:\n' +

@@ -239,7 +239,11 @@ class Encoder(nj.Module):
 
 class Decoder(nj.Module):
   """Mirror of the encoder: an MLP predicting symlog vectors and a
-  transposed CNN (nearest 2x upsampling then 5x5 conv) predicting images."""
+  transposed CNN (nearest 2x upsampling then 5x5 conv) predicting images
+  in [0, 1] through a sigmoid. Its input is one dense layer from the whole
+  feature vector where the reference maps the deterministic state block by
+  block: kept because it is the plain design and reads every block (not
+  compared in learning runs yet, see docs/results.md)."""
 
   units: int = 1024
   layers: int = 3
@@ -289,7 +293,9 @@ class Decoder(nj.Module):
                      upsample=True, impl=self.impl, fast=self.fast)(x)
         if not last:
           x = nets.act(self.act)(self.sub(f'conv{i}norm', nets.Norm, kind=self.norm)(x))
-      x = x.astype(f32) + 0.5
+      # A sigmoid maps the output into the pixel range [0, 1], as in the
+      # reference DreamerV3.
+      x = jax.nn.sigmoid(x.astype(f32))
       x = x.reshape((*bshape, *x.shape[1:]))
       offset = 0
       for key, shape in zip(self.imgkeys, shapes):

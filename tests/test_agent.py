@@ -120,6 +120,70 @@ def test_train_changes_parameters(trained):
     assert any(k.startswith(f'agent/{net}/') for k in changed), net
 
 
+def _slow_and_fast(state):
+  slow = {k.replace('/slowval/', '/'): v for k, v in state.items()
+          if k.startswith('agent/slowval/')}
+  fast = {k.replace('/val/', '/'): v for k, v in state.items()
+          if k.startswith('agent/val/')}
+  assert slow.keys() == fast.keys() and slow
+  return slow, fast
+
+
+def test_slow_critic_starts_as_copy_and_tracks_the_critic(built):
+  agent, _, aconfig = built
+  # A fresh agent: its slow critic holds the critic's initial parameters.
+  fresh = ejax.Agent(Dreamer, agent.obs_space, agent.act_space, aconfig,
+                     seed=3)
+  slow, fast = _slow_and_fast(fresh.save())
+  for key in slow:
+    np.testing.assert_array_equal(slow[key], fast[key], err_msg=key)
+  # After one update: slow = (1 - rate) * old slow + rate * new critic.
+  before = _slow_and_fast(agent.save())[0]
+  agent.train(random_batch(agent, 20))
+  slow, fast = _slow_and_fast(agent.save())
+  rate = aconfig.slow_rate
+  moved = 0
+  for key in slow:
+    want = (1 - rate) * before[key] + rate * fast[key]
+    np.testing.assert_allclose(slow[key], want, rtol=1e-5, atol=1e-7,
+                               err_msg=key)
+    moved += not np.array_equal(slow[key], before[key])
+  assert moved
+
+
+def test_replay_stores_the_policy_latents(built):
+  import embodied
+  from embodied.core import Driver
+  agent, config, _ = built
+  # Small chunks, so items also read steps copied into a chunk's prefix.
+  replay = embodied.Replay(config.batch_length + config.replay_context,
+                           capacity=1000, chunksize=16)
+  carries, n = [], 4  # As many envs as other tests' policy batches.
+
+  def policy(carry, obs):
+    carry, act, outs = agent.policy(carry, obs)
+    carries.append(jax.device_get(carry[0]))  # Posterior after this obs.
+    return carry, act, outs
+
+  def stamp(tran, worker):  # Which policy call and env each step is.
+    tran['tick'] = np.int64((len(carries) - 1) * n + worker)
+  driver = Driver([lambda i=i: dmain.make_env(config, i) for i in range(n)])
+  driver.on_step(stamp)
+  driver.on_step(replay.add)
+  driver.reset(agent.init_policy)
+  driver(policy, steps=n * 30)
+  driver.close()
+  data = replay.gather(replay.item_ids())
+  assert len(data['tick']) > 20 and data['deter'].dtype == np.float16
+  for ticks, deter, stoch in zip(data['tick'], data['deter'], data['stoch']):
+    for t, d, z in zip(ticks, deter, stoch):
+      state = carries[int(t) // n]
+      worker = int(t) % n
+      np.testing.assert_array_equal(
+          d, state['deter'][worker].astype(np.float16))
+      np.testing.assert_array_equal(z, state['stoch'][worker].argmax(-1))
+
+
 def test_train_compiles_once(built, trained):
   agent = built[0]
   for i in range(2):
@@ -276,7 +340,7 @@ def test_policy_actions_in_space(built):
     for i in range(4):
       obs = random_obs(agent, 4, 20 + i, first=(i == 0))
       carry, act, outs = agent.policy(carry, obs, mode)
-      assert set(act) == {'action'} and outs == {}
+      assert set(act) == {'action'} and set(outs) == {'deter', 'stoch'}
       a = act['action']
       assert a.shape == (4,) and a.dtype == space.dtype
       assert ((a >= space.low) & (a < space.high)).all(), a

@@ -255,7 +255,7 @@ def test_check_logdir_env_shape_options(tmp_path):
   config = parse(['--configs', 'atari100k', 'debug'])
   main.write_config(config, tmp_path / 'run')
   for flag, value in [('--env.atari100k.gray', 'True'),
-                      ('--env.atari100k.actions', 'needed')]:
+                      ('--env.atari100k.actions', 'all')]:
     changed = parse(['--configs', 'atari100k', 'debug', flag, value])
     with pytest.raises(ConfigError, match=flag[2:].replace('.', r'\.')):
       check_logdir(changed, tmp_path / 'run')
@@ -293,3 +293,45 @@ def test_values_that_cannot_work_are_rejected():
     with pytest.raises(main.ConfigError) as e:
       main.check_values(config)
     assert culprit in str(e.value), (args, str(e.value))
+
+
+def _drop_keys(logdir, *keys):
+  """Rewrite the logdir's config as an older version wrote it, without
+  the given (nested) keys."""
+  import ruamel.yaml as yaml
+  path = logdir / 'config.yaml'
+  data = yaml.YAML(typ='safe').load(path.read_text())
+  for key in keys:
+    *parents, leaf = key.split('.')
+    node = data
+    for part in parents:
+      node = node[part]
+    del node[leaf]
+  with path.open('w') as f:
+    yaml.YAML(typ='safe').dump(data, f)
+
+
+def test_check_logdir_twohot_layout_of_older_runs(tmp_path):
+  # A logdir written before the bin layout was recorded was trained with
+  # the symlog layout: resuming it with symexp would silently change what
+  # its reward and value heads mean, so it is refused ...
+  args = ['--configs', 'debug', '--task', 'dummy_vector']
+  main.write_config(parse(args), tmp_path / 'run')
+  _drop_keys(tmp_path / 'run', 'agent.rewhead.layout', 'agent.value.layout')
+  with pytest.raises(ConfigError) as info:
+    check_logdir(parse(args), tmp_path / 'run')
+  msg = str(info.value)
+  for key in ('agent.rewhead.layout', 'agent.value.layout'):
+    assert f"{key}: logdir has 'symlog' (written before the key existed), " \
+        "now 'symexp'" in msg
+  # ... and resumes with its own layout when asked for.
+  check_logdir(parse(args + ['--agent.rewhead.layout', 'symlog',
+                             '--agent.value.layout', 'symlog']),
+               tmp_path / 'run')
+
+
+def test_check_logdir_skips_structural_keys_added_since(tmp_path):
+  args = ['--configs', 'debug', '--task', 'dummy_vector']
+  main.write_config(parse(args), tmp_path / 'run')
+  _drop_keys(tmp_path / 'run', 'agent.dec.fast', 'replay.fracs.recency')
+  check_logdir(parse(args), tmp_path / 'run')

@@ -202,11 +202,13 @@ def test_gym_pendulum_normalized_and_truncated():
   received = []
   original = inner.step
   inner.step = lambda act: received.append(np.array(act)) or original(act)
-  values = [-1.0, 1.0, 0.0, 0.5]
-  policy = lambda obs: {'action': np.array([values[len(received) % 4]], np.float32)}
+  # The agent's unclipped samples reach the env clipped to the bounds.
+  values = [-1.0, 1.0, 0.0, 0.5, -3.5, 2.2]
+  policy = lambda obs: {'action': np.array([values[len(received) % 6]], np.float32)}
   history = run(env, policy, 202)
   np.testing.assert_allclose(
-      received[:4], [low, high, (low + high) / 2, low + 0.75 * (high - low)])
+      received[:6],
+      [low, high, (low + high) / 2, low + 0.75 * (high - low), low, high])
   assert received[0].dtype == inner.unwrapped.action_space.dtype
   lasts = [i for i, obs in enumerate(history) if obs['is_last']]
   assert lasts == [200]
@@ -323,9 +325,11 @@ def test_normalize_action():
 
 def test_clip_action():
   recorder = Recorder({'action': elements.Space(np.float32, (2,), -1, 1)})
-  env = wrappers.ClipAction(recorder, 'action', -1, 1)
+  env = wrappers.ClipAction(recorder, 'action')
   env.step({'reset': False, 'action': np.array([-3, 0.5], np.float32)})
+  env.step({'reset': False, 'action': np.array([1.5, -0.2], np.float32)})
   np.testing.assert_allclose(recorder.actions[0]['action'], [-1, 0.5])
+  np.testing.assert_allclose(recorder.actions[1]['action'], [1, -0.2])
 
 
 def test_resize_image():

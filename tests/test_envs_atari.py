@@ -288,19 +288,23 @@ def test_unknown_game_through_main(tmp_path):
   assert not logdir.exists()
 
 
-@pytest.mark.parametrize('blocks,shape,sticky,envs_,steps', [
-    (['atari'], (96, 96, 1), 0.25, 16, 5.1e7),
-    (['atari', 'size12m'], (96, 96, 1), 0.25, 16, 5.1e7),
-    (['atari100k'], (64, 64, 3), 0.0, 1, 1e5),
-    (['atari100k', 'size12m'], (64, 64, 3), 0.0, 1, 1e5),
+@pytest.mark.parametrize('blocks,shape,sticky,envs_,steps,actions', [
+    (['atari'], (96, 96, 1), 0.25, 16, 5.1e7, 18),
+    (['atari', 'size12m'], (96, 96, 1), 0.25, 16, 5.1e7, 18),
+    # Atari100k uses the game's minimal action set, as published.
+    (['atari100k'], (64, 64, 3), 0.0, 1, 1e5, 6),
+    (['atari100k', 'size12m'], (64, 64, 3), 0.0, 1, 1e5, 6),
+    (['atari100k', '--task', 'atari100k_breakout'], (64, 64, 3), 0.0, 1,
+     1e5, 4),
 ])
-def test_presets(blocks, shape, sticky, envs_, steps):
+def test_presets(blocks, shape, sticky, envs_, steps, actions):
   config = main.parse(['--configs', *blocks])
   assert config.run.envs == envs_ and config.run.steps == steps
   if 'size12m' in blocks:
     assert config.agent.enc.depth == 16
   env = main.make_env(config, 0)
   assert env.obs_space['image'].shape == shape
+  assert env.act_space['action'].high == actions
   assert env.unwrapped.ale.getFloat('repeat_action_probability') == sticky
   obs = env.step(RESET)
   assert obs['image'].shape == shape and obs['image'].dtype == np.uint8

@@ -248,6 +248,7 @@ BAD = {
     'unknown_script': (['--script', 'trian'], "'trian'"),
     'unknown_suite': (['--task', 'nope_x'], 'nope_x'),
     'unknown_gym_env': (['--task', 'gym_NoSuchEnv-v0'], 'NoSuchEnv-v0'),
+    'twohot_layout': (['--agent.value.layout', 'linear'], 'agent.value.layout'),
 }
 
 

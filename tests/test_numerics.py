@@ -15,6 +15,8 @@ from dreamerv3 import rssm as rssm_lib
 from dreamerv3.agent import Normalize
 from tests.helpers import fill_params
 
+sg = jax.lax.stop_gradient
+
 
 def np_softmax(x):
   x = np.asarray(x, np.float64)
@@ -73,7 +75,7 @@ def twohot_ref(x, bins):
 
 
 def test_encode_twohot_in_range():
-  bins = np.asarray(outs.symexp_bins(255), np.float64)
+  bins = np.asarray(outs.twohot_bins(255, 'symlog'), np.float64)
   rng = np.random.default_rng(0)
   xs = np.concatenate([
       rng.uniform(-19.9, 19.9, 200),  # Random values.
@@ -91,7 +93,7 @@ def test_encode_twohot_in_range():
 
 
 def test_encode_twohot_above_range_clips_to_last_bin():
-  bins = outs.symexp_bins(255)
+  bins = outs.twohot_bins(255, 'symlog')
   got = np.asarray(outs.encode_twohot(jnp.array([20.0, 20.5, 1e6]), bins))
   want = np.zeros((3, 255))
   want[:, -1] = 1
@@ -108,35 +110,110 @@ def test_encode_twohot_below_range_clips_to_first_bin():
 # TwoHot output.
 
 
+@pytest.mark.parametrize('num', [255, 63, 64, 7])
+def test_twohot_bins_layout(num):
+  for layout, squash in (('symexp', fn.symexp), ('symlog', lambda x: x)):
+    bins = np.asarray(outs.twohot_bins(num, layout), np.float64)
+    assert bins.shape == (num,)
+    assert (np.diff(bins) > 0).all()
+    np.testing.assert_array_equal(bins, -bins[::-1])  # Exactly mirrored.
+    want = np.asarray(squash(jnp.linspace(-20.0, 20.0, num)), np.float64)
+    np.testing.assert_allclose(bins, want, rtol=1e-5, atol=1e-6)
+  assert num % 2 == 0 or outs.twohot_bins(num)[num // 2] == 0
+
+
+@pytest.mark.parametrize('num', [255, 63])
+def test_twohot_uniform_softmax_predicts_exactly_zero(num):
+  logits = jnp.zeros((3, num))
+  assert (np.asarray(outs.TwoHot(logits, outs.twohot_bins(num)).pred())
+          == 0).all()
+
+
 def test_twohot_pred_onehot_logits():
-  bins = outs.symexp_bins(255)
+  bins = outs.twohot_bins(255)
   for i in (0, 17, 127, 200, 254):
     logits = jnp.zeros(255).at[i].set(1e4)
     got = float(outs.TwoHot(logits, bins).pred())
-    np.testing.assert_allclose(got, fn.symexp(bins[i]), rtol=1e-5)
+    np.testing.assert_allclose(got, bins[i], rtol=1e-5)
 
 
-def test_twohot_pred_twohot_logits():
-  bins = outs.symexp_bins(255)
+@pytest.mark.parametrize('layout', ['symexp', 'symlog'])
+def test_twohot_pred_twohot_logits(layout):
+  bins = outs.twohot_bins(255, layout)
   ys = jnp.array([3.7, -12.0, 0.0, 250.0, -0.01, 1e5], jnp.float32)
-  probs = outs.encode_twohot(fn.symlog(ys), bins)
+  enc = fn.symlog(ys) if layout == 'symlog' else ys
+  probs = outs.encode_twohot(enc, bins)
   # softmax(log p) = p exactly where p > 0 (log 0 = -inf gives 0).
   logits = jnp.log(probs)
-  got = np.asarray(outs.TwoHot(logits, bins).pred())
+  got = np.asarray(outs.TwoHot(logits, bins, layout).pred())
   np.testing.assert_allclose(got, ys, rtol=2e-4, atol=1e-5)
 
 
-def test_twohot_loss_is_cross_entropy():
-  bins = np.asarray(outs.symexp_bins(15, 5.0), np.float64)
+@pytest.mark.parametrize('layout', ['symexp', 'symlog'])
+def test_twohot_loss_is_cross_entropy(layout):
+  bins = np.asarray(outs.twohot_bins(15, layout, 5.0), np.float64)
   rng = np.random.default_rng(1)
   logits = rng.normal(0, 2, (4, 15)).astype(np.float32)
   target = np.array([0.3, -20.0, 7.5, 0.0], np.float32)
-  got = np.asarray(outs.TwoHot(jnp.asarray(logits), bins).loss(target))
+  got = np.asarray(
+      outs.TwoHot(jnp.asarray(logits), bins, layout).loss(target))
   for b in range(4):
-    enc = twohot_ref(math.copysign(math.log1p(abs(target[b])), target[b]),
-                     bins)
-    want = -(enc * np_log_softmax(logits[b])).sum()
+    x = float(target[b])
+    if layout == 'symlog':
+      x = math.copysign(math.log1p(abs(x)), x)
+    want = -(twohot_ref(x, bins) * np_log_softmax(logits[b])).sum()
     np.testing.assert_allclose(got[b], want, rtol=1e-5)
+
+
+def twohot_optimum_pred(values, probs, layout, num=255, steps=3000):
+  """pred() at the minimum of the expected loss over a target mixture,
+  found by gradient descent on the logits directly."""
+  bins = outs.twohot_bins(num, layout)
+  values = jnp.asarray(values, jnp.float32)
+  probs = jnp.asarray(probs, jnp.float32)
+  expected = lambda lg: (probs * outs.TwoHot(
+      jnp.broadcast_to(lg, (len(values), num)), bins, layout).loss(
+          values)).sum()
+  grad = jax.jit(jax.grad(expected))
+
+  def body(_, state):  # Adam: the loss surface is flat far from the target.
+    lg, m, v, t = state
+    g = grad(lg)
+    m, v, t = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g, t + 1
+    mh, vh = m / (1 - 0.9 ** t), v / (1 - 0.999 ** t)
+    return lg - 0.1 * mh / (jnp.sqrt(vh) + 1e-8), m, v, t
+  zero = jnp.zeros(num)
+  lg, *_ = jax.lax.fori_loop(0, steps, body, (zero, zero, zero, 0.0))
+  return float(outs.TwoHot(lg, bins, layout).pred())
+
+
+TWOHOT_MIXTURES = {
+    'sparse': ([0.0, 100.0], [0.9, 0.1]),        # mean 10
+    'bimodal': ([0.0, 10.0], [0.5, 0.5]),        # mean 5
+    'negative': ([-3.0, -250.0, 40.0], [0.5, 0.3, 0.2]),
+    'wide': ([0.5, 2e3, 7.0, -1.0], [0.4, 0.1, 0.3, 0.2]),
+    # Beyond the outer bins (+-symexp(20) = 4.85e8): counted as the edge.
+    'beyond': ([1e9, 10.0], [0.5, 0.5]),
+}
+
+
+@pytest.mark.parametrize('name', sorted(TWOHOT_MIXTURES))
+def test_twohot_optimum_predicts_the_mixture_mean(name):
+  values, probs = TWOHOT_MIXTURES[name]
+  edge = float(fn.symexp(jnp.float32(20.0)))
+  clipped = np.clip(values, -edge, edge)
+  mean = float(np.dot(probs, clipped))
+  got = twohot_optimum_pred(values, probs, 'symexp')
+  np.testing.assert_allclose(got, mean, rtol=0.01, atol=0.05)
+
+
+def test_twohot_symlog_layout_is_biased_below_the_mean():
+  # The earlier encoding: for 0 w.p. 0.9 and 100 w.p. 0.1 (mean 10) its
+  # optimum predicts symexp(0.1 * symlog(100)) ~ 0.59.
+  got = twohot_optimum_pred(*TWOHOT_MIXTURES['sparse'], 'symlog')
+  np.testing.assert_allclose(got, math.expm1(0.1 * math.log1p(100)),
+                             rtol=0.02)
+  assert got < 1.0
 
 
 # Lambda returns.
@@ -452,9 +529,41 @@ def test_bounded_normal_logp_closed_form():
     np.testing.assert_allclose(got[b], lp, rtol=1e-5)
     np.testing.assert_allclose(ent[b], h, rtol=1e-5)
   np.testing.assert_allclose(dist.loss(jnp.asarray(x)), -got)
-  sample = np.asarray(dist.sample(jax.random.PRNGKey(0)))
-  assert sample.shape == (3, 4) and np.abs(sample).max() <= 1
   np.testing.assert_allclose(dist.pred(), np.tanh(mean), rtol=1e-6)
+
+
+def test_bounded_normal_samples_are_unclipped_normal():
+  dist = outs.BoundedNormal(jnp.full((200000, 1), math.atanh(0.9)),
+                            jnp.full((200000, 1), 2.0))
+  sd = 0.9 / (1 + math.exp(-4.0)) + 0.1
+  x = np.asarray(dist.sample(jax.random.PRNGKey(0)))[:, 0]
+  assert (x > 1).mean() > 0.4  # About half lie beyond the bound of 1.
+  np.testing.assert_allclose(x.mean(), 0.9, atol=4 * sd / math.sqrt(len(x)))
+  np.testing.assert_allclose(x.std(), sd, rtol=0.01)
+
+
+def _score_function(clip, n=100000):
+  """Monte Carlo E[d logp(a) / d(mean, std params)] at tanh(mean) = 0.9,
+  with a ~ the head's sample (clipped to [-1, 1] first if clip): returns
+  the mean and its standard error per parameter."""
+  params = jnp.array([math.atanh(0.9), 0.0])
+
+  def logp(p, seed):
+    dist = outs.BoundedNormal(p[:1], p[1:])
+    a = sg(dist.sample(seed))
+    return dist.logp(jnp.clip(a, -1, 1) if clip else a)
+  seeds = jax.random.split(jax.random.PRNGKey(3), n)
+  grads = np.asarray(jax.jit(jax.vmap(jax.grad(logp), (None, 0)))(
+      params, seeds), np.float64)
+  return grads.mean(0), grads.std(0) / math.sqrt(n)
+
+
+def test_bounded_normal_score_function_has_zero_mean():
+  mean, err = _score_function(clip=False)
+  assert (np.abs(mean) < 4 * err).all(), (mean, err)
+  # Evaluated at the clipped sample (the earlier head), it is biased.
+  mean, err = _score_function(clip=True)
+  assert (np.abs(mean) > 10 * err).any(), (mean, err)
 
 
 def test_binary_logp():

@@ -154,13 +154,15 @@ def _is_image(space):
 
 
 class ClipAction(Wrapper):
-  """Clips a continuous action into [low, high] before the env sees it."""
+  """Clips a continuous action into its space's bounds before the env sees
+  it. The agent samples actions from an unclipped Normal (so that their
+  log-probabilities are exact) and replay stores them unclipped."""
 
-  def __init__(self, env, key='action', low=-1, high=1):
+  def __init__(self, env, key='action'):
     super().__init__(env)
     self._key = key
-    self._low = low
-    self._high = high
+    space = env.act_space[key]
+    self._low, self._high = space.low, space.high
 
   def step(self, action):
     if action['reset']:

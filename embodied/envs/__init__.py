@@ -55,7 +55,8 @@ def make(task, *, seed=0, length=0, size=(64, 64), **kwargs):
 
 
 def wrap(env, length=0, size=None):
-  """Standard wrappers: [-1, 1] continuous actions, time limit, image size."""
+  """Standard wrappers: [-1, 1] continuous actions (clipped there: the
+  agent samples them unclipped), time limit, image size."""
   for key, space in env.act_space.items():
     if key == 'reset' or not np.issubdtype(space.dtype, np.floating):
       continue
@@ -63,6 +64,8 @@ def wrap(env, length=0, size=None):
     unit = (space.low == -1) & (space.high == 1)
     if bounded.any() and not unit[bounded].all():
       env = wrappers.NormalizeAction(env, key)
+    if bounded.any():
+      env = wrappers.ClipAction(env, key)
   if length:
     env = wrappers.TimeLimit(env, length)
   if size:

@@ -23,6 +23,9 @@ import numpy as np
 from . import MissingPackageError, OptionError, UnknownTaskError
 from ..core import base
 
+# Action repeat 2, the DMC setting of the Dreamer papers (their budgets count
+# env steps, two per agent step); the reference code's default is 1. Not
+# compared in learning runs here (see docs/results.md).
 OPTIONS = {'repeat': 2, 'proprio': True, 'image': True, 'camera': -1}
 # Cameras used by DreamerV3: the quadruped's default camera 0 is too far.
 CAMERAS = {'quadruped': 2}

@@ -6,6 +6,7 @@ The model is a ninjax module with methods
   train(data) -> (outs, metrics)
   report(data) -> metrics
   uncertainty(data) -> [B, T] per-step values (optional; no state change)
+  after_init() (optional): adjusts the freshly created state once
 The wrapper owns the state (parameters, optimizer and normaliser state),
 compiles each method once, shards the batch over `train_devices` and keeps
 everything else replicated.
@@ -208,6 +209,8 @@ class Agent:
     data = self._dummy_batch(len(self.mesh.devices), 2 + self.config.replay_context)
     seed = np.array([self.seed, 0], np.uint32)
     state = nj.init(self.model.train)({}, data, seed=seed)
+    if hasattr(self.model, 'after_init'):
+      state, _ = nj.pure(self.model.after_init)(state, seed=seed)
     self.state = jax.device_put(state, self.replicated)
 
   def _build(self):

@@ -35,12 +35,13 @@ def act(name):
   return fns[name]
 
 
-def init(fan_in, fan_out, shape, scale=1.0):
-  """Truncated normal with variance scale / mean(fan_in, fan_out)."""
+def init(fan_in, shape, scale=1.0):
+  """Truncated normal (at 2 std) with variance scale / fan_in, as in the
+  reference DreamerV3."""
   def fn():
     if scale == 0.0:
       return jnp.zeros(shape, f32)
-    std = math.sqrt(scale / ((fan_in + fan_out) / 2)) / 0.87962566
+    std = math.sqrt(scale / fan_in) / 0.87962566
     return std * jax.random.truncated_normal(nj.seed(), -2, 2, shape, f32)
   return fn
 
@@ -53,7 +54,7 @@ class Linear(nj.Module):
 
   def __call__(self, x):
     shape = (x.shape[-1], self.units)
-    kernel = self.value('kernel', init(*shape, shape, self.outscale))
+    kernel = self.value('kernel', init(shape[0], shape, self.outscale))
     x = x.astype(COMPUTE_DTYPE) @ kernel.astype(COMPUTE_DTYPE)
     if self.bias:
       x = x + self.value('bias', jnp.zeros, self.units, f32).astype(x.dtype)
@@ -74,7 +75,7 @@ class BlockLinear(nj.Module):
     assert self.units % self.blocks == 0, (self.units, self.blocks)
     bin_, bout = x.shape[-1] // self.blocks, self.units // self.blocks
     shape = (self.blocks, bin_, bout)
-    kernel = self.value('kernel', init(bin_, bout, shape))
+    kernel = self.value('kernel', init(bin_, shape))
     bshape = x.shape[:-1]
     # Explicit block-major layout: [k, N, i] @ [k, i, o] -> [k, N, o]. Left
     # to einsum, XLA:CPU picks a batch-last output and slow transposes.
@@ -289,8 +290,8 @@ class Conv2D(nj.Module):
   def __call__(self, x):
     cin = x.shape[-1]
     shape = (self.kernel, self.kernel, cin, self.depth)
-    fan_in, fan_out = self.kernel ** 2 * cin, self.kernel ** 2 * self.depth
-    kernel = self.value('kernel', init(fan_in, fan_out, shape, self.outscale))
+    kernel = self.value(
+        'kernel', init(self.kernel ** 2 * cin, shape, self.outscale))
     x = x.astype(COMPUTE_DTYPE)
     kernel = kernel.astype(COMPUTE_DTYPE)
     if self.upsample and self.fast:

@@ -40,25 +40,70 @@ class SymlogMSE(MSE):
 
 
 class TwoHot:
-  """Categorical over fixed bins in symlog space; the target is spread over
-  its two neighbouring bins so the expected value is exact."""
+  """Categorical over fixed bins that predicts the mean of its target.
 
-  def __init__(self, logits, bins):
+  The bins are placed at symexp(linspace(-limit, limit)) (fine near zero,
+  coarse for large magnitudes), the raw target is spread over its two
+  neighbouring bins so that their weighted value equals it, and pred() is
+  the expected bin value. At the optimum of the loss the probabilities
+  reproduce the target distribution's two-hot mixture, so pred() is its
+  mean (targets beyond the outer bins count as the outer bin).
+
+  layout 'symlog' is the earlier encoding (bins uniform in symlog space,
+  target symlog(y), prediction symexp(E[bin])), kept only so that runs
+  trained with it resume with the meaning they were trained with: it
+  predicts far below the mean for skewed targets.
+  """
+
+  def __init__(self, logits, bins, layout='symexp'):
+    if layout not in TWOHOT_LAYOUTS:
+      raise ValueError(
+          f"Unknown two-hot layout '{layout}': choose from "
+          f"{', '.join(TWOHOT_LAYOUTS)}")
     self.logits = logits.astype(f32)
     self.bins = jnp.asarray(bins, f32)
+    self.layout = layout
     self.probs = jax.nn.softmax(self.logits)
 
   def pred(self):
-    return fn.symexp(self.probs @ self.bins)
+    if self.layout == 'symlog':
+      return fn.symexp(self.probs @ self.bins)
+    return symmetric_mean(self.probs, self.bins)
 
   def loss(self, target):
     target = sg(target.astype(f32))
-    return -(encode_twohot(fn.symlog(target), self.bins) *
+    if self.layout == 'symlog':
+      target = fn.symlog(target)
+    return -(encode_twohot(target, self.bins) *
              jax.nn.log_softmax(self.logits)).sum(-1)
 
 
+TWOHOT_LAYOUTS = ('symexp', 'symlog')
+
+
+def twohot_bins(num=255, layout='symexp', limit=20.0):
+  """Bin values for TwoHot: symmetric around an exact zero (odd num) so a
+  uniform softmax predicts exactly 0."""
+  half = jnp.linspace(-limit, limit, num, dtype=f32)[:num // 2]
+  if layout == 'symexp':
+    half = fn.symexp(half)
+  middle = jnp.zeros(num % 2, f32)
+  return jnp.concatenate([half, middle, -half[::-1]])
+
+
+def symmetric_mean(probs, bins):
+  """probs @ bins, summed from both ends towards the middle so that the
+  terms of mirrored bins cancel exactly (a left-to-right sum over bins up
+  to ~5e8 leaves a rounding error far above zero for a uniform softmax)."""
+  n = bins.shape[0]
+  m = n // 2
+  terms = probs * bins
+  outer = (terms[..., :m][..., ::-1] + terms[..., n - m:]).sum(-1)
+  return outer + terms[..., m:n - m].sum(-1)
+
+
 def encode_twohot(x, bins):
-  """Two-hot encode scalars x (already in bin space) over sorted bins."""
+  """Two-hot encode scalars x over sorted bins."""
   n = bins.shape[0]
   below = (bins <= x[..., None]).astype(jnp.int32).sum(-1) - 1
   below = jnp.clip(below, 0, n - 1)
@@ -73,10 +118,6 @@ def encode_twohot(x, bins):
   w_above = dist_below / total
   return (jax.nn.one_hot(below, n) * w_below[..., None] +
           jax.nn.one_hot(above, n) * w_above[..., None])
-
-
-def symexp_bins(num=255, limit=20.0):
-  return jnp.linspace(-limit, limit, num)
 
 
 def sample_onehot(seed, probs):
@@ -166,8 +207,11 @@ class OneHotST:
 
 
 class BoundedNormal:
-  """Normal with tanh-bounded mean and sigmoid-bounded std; samples are
-  clipped to [-1, 1]. Continuous action head."""
+  """Normal with tanh-bounded mean and sigmoid-bounded std: the continuous
+  action head. Samples are NOT clipped, so logp() and entropy() are those
+  of the distribution that was sampled and the score function has zero
+  mean. Clip where an action leaves the agent (the env wrapper, the world
+  model's action input); replay stores the unclipped sample."""
 
   def __init__(self, mean, std, minstd=0.1, maxstd=1.0):
     self.mean = jnp.tanh(mean.astype(f32))
@@ -177,8 +221,7 @@ class BoundedNormal:
     return self.mean
 
   def sample(self, seed):
-    x = self.mean + self.std * jax.random.normal(seed, self.mean.shape)
-    return jnp.clip(x, -1, 1)
+    return self.mean + self.std * jax.random.normal(seed, self.mean.shape)
 
   def logp(self, x):
     z = (x - self.mean) / self.std
