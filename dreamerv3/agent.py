@@ -24,6 +24,14 @@ from . import masking, rssm
 f32 = jnp.float32
 sg = jax.lax.stop_gradient
 PRIO_SIGNALS = ('none', 'uncertainty', 'model', 'recon', 'value')
+# Config keys that shape parameters or their meaning: a logdir trained with
+# other values cannot resume. Each maps to what the key meant when missing
+# from an older logdir's config (None: such a logdir is not compared on it).
+STRUCTURAL = (
+    (r'agent\.(rewhead|value)\.layout', 'symlog'),
+    (r'agent\.(enc|dec|dyn|rewhead|conhead|policy|value)\..*', None),
+    (r'replay_context', None),
+)
 # install(agent, config) of each extension module, applied in order.
 EXTENSIONS = (masking.install,)
 

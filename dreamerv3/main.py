@@ -19,30 +19,17 @@ import elements  # noqa: E402
 import ruamel.yaml as yaml  # noqa: E402
 
 import embodied  # noqa: E402
+from dreamerv3 import validate  # noqa: E402
+from dreamerv3.validate import ConfigError  # noqa: E402
 
 SCRIPTS = ('train', 'train_eval', 'eval_only')
 
-# Keys that shape parameters or stored data: a logdir written with other
-# values cannot be resumed.
+# Keys outside the agent and the env suites that shape stored data, with
+# the meaning of a missing key in an older logdir (see structural_keys).
 STRUCTURAL = (
-    r'task', r'replay_context', r'replay\.chunksize', r'replay\.fracs\..*',
-    r'agent\.enc\..*',
-    r'agent\.dec\..*', r'agent\.dyn\..*', r'agent\.rewhead\..*',
-    r'agent\.conhead\..*', r'agent\.policy\..*', r'agent\.value\..*',
-    r'env\.size',
-    # Env options that change observation or action shapes.
-    r'env\.atari(100k)?\.(gray|actions)', r'env\.minatar\.actions',
-    r'env\.dmc\.(proprio|image)')
-
-
-# What a structural key missing from an older logdir's config meant there
-# (the behaviour before the key existed). Other missing keys are skipped.
-LEGACY = {
-    'agent.rewhead.layout': 'symlog', 'agent.value.layout': 'symlog'}
-
-
-class ConfigError(Exception):
-  pass
+    (r'task|env\.size', None),
+    (r'replay\.chunksize|replay\.fracs\..*', None),
+)
 
 
 def load_blocks(path=ROOT / 'configs.yaml'):
@@ -71,6 +58,9 @@ def parse(argv, blocks=None):
     config = elements.Flags(config).parse(other)
   except (KeyError, TypeError, ValueError) as e:
     raise ConfigError(_msg(e)) from None
+  except (OverflowError, AssertionError):
+    # elements fails without naming the key, e.g. on inf for an integer.
+    raise ConfigError(_bad_number(config, other)) from None
   if config.script not in SCRIPTS:
     raise ConfigError(
         f"Unknown script '{config.script}', choose from {', '.join(SCRIPTS)}")
@@ -100,6 +90,8 @@ OUTPUTS = {'terminal': None, 'jsonl': None, 'scope': 'scope',
 
 def check_values(config):
   """Values that parse but cannot work, caught before the logdir."""
+  validate.check_numbers(config)
+  validate.check_relations(config)
   for output in config.logger.outputs:
     if output not in OUTPUTS:
       raise ConfigError(
@@ -134,9 +126,6 @@ def check_values(config):
   error = masking.check(config)
   if error:
     raise ConfigError(error)
-  for key in ('batch_size', 'batch_length', 'run.envs'):
-    if config[key] < 1:
-      raise ConfigError(f'{key} must be at least 1, got {config[key]}')
 
 
 def _check_replay(replay):
@@ -152,7 +141,8 @@ def _check_replay(replay):
           f'replay.fracs.{key} must be non-negative, got {value}')
   if not sum(fracs.values()) > 0:
     raise ConfigError(
-        f'replay.fracs must have a positive sum, got {fracs}')
+        'replay.fracs must have a positive sum, got ' +
+        ', '.join(f'replay.fracs.{k} {v}' for k, v in fracs.items()))
   try:  # The samplers check their own options (whether used or not).
     samplers.Prioritized(
         replay.prio.exponent, replay.prio.maxfrac, replay.prio.initial)
@@ -173,10 +163,39 @@ def _check_replay(replay):
         'replay.fracs.priority > 0.')
 
 
+def _bad_number(config, argv):
+  """The message for the first --key value pair that elements cannot parse
+  into its key's number type."""
+  for key, value in zip(argv, argv[1:]):
+    if not key.startswith('--'):
+      continue
+    try:
+      elements.Flags(config).parse([key, value])
+    except Exception:
+      kind = type(config.flat.get(key[2:])).__name__
+      return f'{key[2:]} needs a finite {kind}, got {value}'
+  return f'Cannot parse the number flags {" ".join(argv)}'
+
+
 def _msg(e):
   text = str(e.args[0]) if e.args else str(e)
   return text.replace("Flag '", "Unknown config key '").replace(
       "' did not match any config keys.", "'.")
+
+
+def structural_keys(task):
+  """(pattern, legacy) pairs: keys that a resumed logdir must share, each
+  declared by the module that owns it, with what the key meant when an
+  older logdir's config lacks it (None: not compared then)."""
+  from embodied import envs
+  from dreamerv3 import agent
+  suite = task.split('_', 1)[0]
+  rules = list(STRUCTURAL) + list(agent.STRUCTURAL)
+  if suite in envs.SUITES:
+    module = importlib.import_module(envs.SUITES[suite])
+    rules += [(rf'env\.{suite}\.{key}', None)
+              for key in getattr(module, 'SHAPE_OPTIONS', ())]
+  return rules
 
 
 def check_logdir(config, logdir):
@@ -186,19 +205,22 @@ def check_logdir(config, logdir):
     return
   old = elements.Config.load(path).flat
   new = config.flat
+  rules = structural_keys(config.task)
   diffs = []
-  for key in sorted(set(old) | set(new)):
-    if not any(re.fullmatch(p, key) for p in STRUCTURAL):
+  for key in sorted(new):
+    legacy = next((l for p, l in rules if re.fullmatch(p, key)), KeyError)
+    if legacy is KeyError:  # Not structural.
       continue
     if key in old:
-      was = repr(old[key])
-    elif key in LEGACY:
-      was = f'{LEGACY[key]!r} (written before the key existed)'
-      old[key] = LEGACY[key]
+      was = old[key]
+      text = repr(was)
+    elif legacy is not None:
+      was = legacy
+      text = f'{legacy!r} (written before the key existed)'
     else:
       continue
-    if old[key] != new.get(key):
-      diffs.append(f'  {key}: logdir has {was}, now {new.get(key)!r}')
+    if was != new[key]:
+      diffs.append(f'  {key}: logdir has {text}, now {new[key]!r}')
   if diffs:
     raise ConfigError(
         f'The logdir {logdir} holds a run with an incompatible config:\n' +
@@ -207,10 +229,14 @@ def check_logdir(config, logdir):
 
 def write_config(config, logdir):
   logdir = elements.Path(logdir)
-  logdir.mkdir()
-  tmp = logdir / 'config.tmp.yaml'
-  config.save(tmp)
-  os.replace(str(tmp), str(logdir / 'config.yaml'))
+  try:
+    logdir.mkdir()
+    tmp = logdir / 'config.tmp.yaml'
+    config.save(tmp)
+    os.replace(str(tmp), str(logdir / 'config.yaml'))
+  except OSError as e:
+    raise ConfigError(
+        f'Cannot write to the logdir {logdir}: {e.strerror or e}') from None
 
 
 def make_env(config, index, **overrides):
@@ -318,11 +344,14 @@ def main(argv=None):
     raise ConfigError(str(e)) from None
   obs_space, act_space = env.obs_space, env.act_space
   env.close()
+  validate.check_spaces(config, obs_space)
 
   from embodied import jax as ejax
   ejax.setup(config.jax.platform, config.jax.compute_dtype,
              config.jax.debug_nans, config.jax.xla_flags,
              os.path.expanduser(config.jax.cache_dir))
+  import jax
+  validate.check_devices(config, len(jax.devices()))
 
   print(f'Logdir: {logdir}')
   print(f'Task: {config.task}')
@@ -353,6 +382,9 @@ def cli():
   except (ConfigError, PlatformError) as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)
+  except (embodied.EnvCrashError, embodied.CheckpointError) as e:
+    print(f'Error: {e}', file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

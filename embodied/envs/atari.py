@@ -36,6 +36,9 @@ from ..core import base
 LIVES = ('unused', 'discount', 'reset')
 ACTIONS = ('all', 'needed')
 RESIZE = ('bilinear', 'area', 'nearest')
+# Options that change observation or action shapes (a run cannot resume
+# with other values).
+SHAPE_OPTIONS = ('gray', 'actions')
 
 # Defaults of the Atari 200M-frame protocol; atari100k.py overrides some.
 PROTOCOL = dict(

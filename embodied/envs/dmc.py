@@ -27,6 +27,7 @@ from ..core import base
 # env steps, two per agent step); the reference code's default is 1. Not
 # compared in learning runs here (see docs/results.md).
 OPTIONS = {'repeat': 2, 'proprio': True, 'image': True, 'camera': -1}
+SHAPE_OPTIONS = ('proprio', 'image')  # A run cannot resume with others.
 # Cameras used by DreamerV3: the quadruped's default camera 0 is too far.
 CAMERAS = {'quadruped': 2}
 RESERVED = ('image', 'reward', 'is_first', 'is_last', 'is_terminal', 'reset')

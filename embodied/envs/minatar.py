@@ -36,6 +36,7 @@ TRAILS = {
 }
 GAMES = tuple(TRAILS)
 ACTIONS = ('all', 'needed')
+SHAPE_OPTIONS = ('actions',)  # A run cannot resume with another value.
 
 
 def make(name, *, seed=0, size=None, **kwargs):

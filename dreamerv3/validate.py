@@ -1,0 +1,128 @@
+"""Config checks that run before anything is written to the logdir.
+
+Every numeric key must be a finite number; its range comes from the first
+rule in RANGES whose pattern matches it (keys that no rule matches must be
+>= 0). Cross-key checks follow, then the checks that need the env's spaces
+or JAX's devices. Each failure raises ConfigError with one line that names
+the key and the value.
+"""
+
+import math
+import re
+
+
+class ConfigError(Exception):
+  pass
+
+
+INT = 'an integer'
+# (pattern, kind, low, high): kind is INT or None (any number); bounds are
+# inclusive, None for open.
+RANGES = (
+    (r'seed', INT, 0, 2 ** 31 - 1),
+    (r'batch_size|batch_length|run\.(envs|eval_envs|eval_eps)', INT, 1, None),
+    (r'replay_context|jax\.train_devices|run\.train_fill|env\.length', INT,
+     0, None),
+    (r'run\.steps', None, 1, None),
+    (r'run\.env_max_restarts', INT, 0, None),
+    (r'run\.train_ratio', None, 1e-9, None),
+    (r'env\.dmc\.camera', INT, -1, None),
+    (r'env\.\w+\.(repeat|episode_length)', INT, 1, None),
+    (r'env\.\w+\.(noops|max_frames)', INT, 0, None),
+    (r'env\.\w+\.sticky', None, 0, 1),
+    (r'replay\.(size|chunksize)', INT, 1, None),
+    (r'replay\.cache_every|dynamics\.k_steps', INT, 0, None),
+    (r'replay\.prio\.maxfrac', None, 0, 1),
+    (r'logger\.fps', None, 1e-9, None),
+    (r'agent\.imag_length', INT, 1, None),
+    (r'agent\.imag_last|agent\.opt\.warmup', INT, 0, None),
+    (r'agent\.horizon', None, 1, None),
+    (r'agent\.(lam|slow_rate)|agent\.retnorm\.(rate|perclo|perchi)', None,
+     0, 1),
+    (r'agent\.opt\.beta[12]', None, 0, 0.999999),
+    (r'agent\.\w+\.(units|depth|kernel)', INT, 1, None),
+    (r'agent\.dyn\.(deter|hidden|stoch|classes|blocks)', INT, 1, None),
+    (r'agent\.\w+\.(layers|imglayers|obslayers|dynlayers)', INT, 0, None),
+    (r'agent\.\w+\.bins', INT, 2, None),
+    (r'agent\.\w+\.unimix', None, 0, 1),
+    (r'agent\.policy\.(minstd|maxstd)', None, 1e-6, None),
+)
+
+
+def check_numbers(config):
+  for key, value in config.flat.items():
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      continue
+    kind, low, high = next(
+        (rule[1:] for rule in RANGES if re.fullmatch(rule[0], key)),
+        (None, 0, None))
+    where = f'{key} must be'
+    if not math.isfinite(value):
+      raise ConfigError(f'{where} a finite number, got {value}')
+    if kind == INT and value != int(value):
+      raise ConfigError(f'{where} {INT}, got {value}')
+    if (low is not None and value < low) or (high is not None and value > high):
+      span = (f'between {low} and {high}' if high is not None else
+              f'at least {low}')
+      raise ConfigError(f'{where} {span}, got {value}')
+
+
+def check_relations(config):
+  """Checks between keys, from the config alone."""
+  streams = config.run.envs
+  slots = max(2, -(-int(config.replay.size) // config.replay.chunksize))
+  if slots <= streams:
+    raise ConfigError(
+        f'replay.size ({int(config.replay.size)}) must hold more than '
+        f'run.envs + 1 = {streams + 1} chunks of replay.chunksize '
+        f'({config.replay.chunksize}): each env writes into its own chunk '
+        f'and one more is needed to evict the oldest.')
+  dyn = config.agent.dyn
+  if dyn.deter % dyn.blocks:
+    raise ConfigError(
+        f'agent.dyn.deter ({dyn.deter}) must be divisible by agent.dyn.blocks '
+        f'({dyn.blocks})')
+  policy = config.agent.policy
+  if policy.maxstd < policy.minstd:
+    raise ConfigError(
+        f'agent.policy.maxstd ({policy.maxstd}) must be at least '
+        f'agent.policy.minstd ({policy.minstd})')
+  retnorm = config.agent.retnorm
+  if retnorm.perclo >= retnorm.perchi:
+    raise ConfigError(
+        f'agent.retnorm.perclo ({retnorm.perclo}) must be below '
+        f'agent.retnorm.perchi ({retnorm.perchi})')
+
+
+def check_spaces(config, obs_space):
+  """Checks that need the env's observation space."""
+  from dreamerv3 import rssm
+  images = rssm.image_keys(obs_space)
+  if config.dynamics.masked_loss and not images:
+    raise ConfigError(
+        'dynamics.masked_loss True needs image observations, but the task '
+        f"{config.task} has none (observations: "
+        f"{', '.join(k for k in obs_space if not k.startswith('log/'))})")
+  for key in images:
+    height, width = obs_space[key].shape[:2]
+    for net in ('enc', 'dec'):
+      stages = len(config.agent[net].mults)
+      if height % 2 ** stages or width % 2 ** stages:
+        raise ConfigError(
+            f"The image '{key}' is {height}x{width} but agent.{net}.mults "
+            f'has {stages} stages, which halve it {stages} times: choose '
+            f'env.size divisible by {2 ** stages} or fewer stages.')
+
+
+def check_devices(config, count):
+  """Checks that need the number of JAX devices."""
+  wanted = config.jax.train_devices
+  if wanted > count:
+    raise ConfigError(
+        f'jax.train_devices is {wanted} but JAX sees {count} device(s)')
+  devices = wanted or count
+  if config.batch_size % devices:
+    raise ConfigError(
+        f'batch_size ({config.batch_size}) must be divisible by the '
+        f'{devices} train devices (jax.train_devices {wanted}, 0 = all)')
+
