@@ -2,11 +2,11 @@
 limiters. NumPy only, no JAX."""
 
 from .base import Env, Wrapper
-from .driver import Driver
+from .driver import Driver, EnvCrashError
 from .limiters import RatioLimiter
 from .replay import Replay
 from .samplers import Mixture, Prioritized, Recency, Sampler, Uniform
 from .sumtree import SumTree
 
 from . import wrappers
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, CheckpointError

@@ -2,10 +2,22 @@
 
 import atexit
 import functools
+import sys
 import threading
+import time
 import traceback
 
 import numpy as np
+
+
+class EnvCrashError(RuntimeError):
+  """One env failed more times in a row than the Driver's max_restarts
+  allows. index: the env; count: its failures in a row."""
+
+  def __init__(self, message, index, count):
+    super().__init__(message)
+    self.index = index
+    self.count = count
 
 
 class Driver:
@@ -16,14 +28,47 @@ class Driver:
   'reset'. Each env resets on the step after its is_last. Callbacks get
   (tran, worker) with tran = {**obs, **act, **outs} for one env, where the
   action is the one chosen at the same step as the obs.
+
+  Env failures: when an env raises in step() (a reset included) or its
+  worker process dies, the driver closes it, builds a new one from its
+  make-env function and carries on; the other envs are unaffected.
+  - A failure in mid-episode ends that episode as a truncation: callbacks
+    and the policy get the env's previous obs with reward 0, is_last True
+    and is_terminal False, so replay holds no false terminal and episode
+    stats close. The new env resets on the next step (is_first), as after
+    any is_last; the truncation counts as an ended episode.
+  - A failed reset interrupted no episode, so the new env runs the reset at
+    once and its first obs (is_first) is what callbacks get.
+  - The policy carry belongs to the agent, so the driver leaves it alone:
+    the is_first obs that the new env sends next resets that env's slot of
+    the carry in the agent, as at every episode start.
+  Each restart prints one warning line to stderr, the first one of each env
+  also the full traceback. `restarts` counts all restarts, stats() those
+  since its last call. An env that fails again before it completes a step
+  that is not a reset counts one more failure in a row; past max_restarts
+  of those (0: no limit) the driver raises EnvCrashError instead.
   """
 
-  def __init__(self, make_env_fns, parallel=False):
+  # Seconds before the second restart in a row of one env, doubling for
+  # each further one up to MAX_BACKOFF, so that a broken env or constructor
+  # does not spin (with max_restarts=0 it is retried forever).
+  BACKOFF = 0.1
+  MAX_BACKOFF = 10.0
+
+  def __init__(self, make_env_fns, parallel=False, max_restarts=10):
     assert len(make_env_fns) > 0, 'Driver needs at least one env.'
+    assert max_restarts >= 0, max_restarts
     self.parallel = parallel
     self.length = len(make_env_fns)
+    self.max_restarts = max_restarts
     self.callbacks = []
     self.carry = None
+    self.restarts = 0
+    self._fns = list(make_env_fns)
+    self._failures = [0] * self.length  # Failures in a row, per env.
+    self._new_restarts = 0  # Since the last stats() call.
+    self._traced = set()  # Envs whose traceback has been printed.
+    self._last = [None] * self.length  # Each env's latest obs.
     self._envs = []
     if parallel:
       try:
@@ -60,8 +105,17 @@ class Driver:
     while step < steps or episode < episodes:
       step, episode = self._step(policy, step, episode)
 
+  def stats(self):
+    """Metrics since the last call: env/restarts, the number of env
+    restarts."""
+    out = {'env/restarts': self._new_restarts}
+    self._new_restarts = 0
+    return out
+
   def close(self):
     for env in self._envs:
+      if env is None:  # Its rebuild failed; the old one is closed already.
+        continue
       try:
         env.close()
       except Exception:
@@ -84,9 +138,19 @@ class Driver:
     if self.parallel:
       for env, act in zip(self._envs, envacts):
         env.send('step', act)
-      obs = _receive_all(self._envs)
+      # Every reply is read before any env is rebuilt, so the pipes of the
+      # other envs stay in sync.
+      obs = [_attempt(env.receive) for env in self._envs]
     else:
-      obs = [env.step(act) for env, act in zip(self._envs, envacts)]
+      obs = [_attempt(env.step, act) for env, act in zip(self._envs, envacts)]
+    for i, result in enumerate(obs):
+      if isinstance(result, Exception):
+        obs[i] = self._recover(i, result, envacts[i])
+      elif not envacts[i]['reset']:
+        # Only a step within an episode clears the count, so that an env
+        # that resets fine but fails on every first action is given up too.
+        self._failures[i] = 0
+    self._last = obs
     # np.array is several times faster than np.stack for lists of small arrays.
     obs = {k: np.array([o[k] for o in obs]) for k in obs[0]}
     self.carry, acts, outs = policy(self.carry, obs)
@@ -101,18 +165,107 @@ class Driver:
     self._acts = acts
     return step + self.length, episode + int(obs['is_last'].sum())
 
+  def _recover(self, index, error, act):
+    """Replaces the failed env `index` by a new one; returns the obs that
+    the policy and callbacks get for it at this step (see the class doc).
+    A failed rebuild, or reset on the new env, counts as one more failure
+    in a row and is retried."""
+    while True:
+      self._failures[index] += 1
+      count = self._failures[index]
+      if self.max_restarts and count > self.max_restarts:
+        raise EnvCrashError(
+            f'Env {index} failed {count} times in a row ({self.max_restarts} '
+            'restarts without completing a step; raise run.env_max_restarts '
+            f'to allow more, 0 for no limit). Last error: {_summary(error)}',
+            index, count) from error
+      self.restarts += 1
+      self._new_restarts += 1
+      limit = f'/{self.max_restarts}' if self.max_restarts else ''
+      print(f'Warning: restarting env {index} (failure {count}{limit} in a '
+            f'row) after {_summary(error)}', file=sys.stderr, flush=True)
+      if index not in self._traced:
+        self._traced.add(index)
+        print(f'Env {index} error (traceback shown once per env):\n'
+              f'{_details(error).rstrip()}', file=sys.stderr, flush=True)
+      if count > 1:
+        time.sleep(min(self.BACKOFF * 2 ** (count - 2), self.MAX_BACKOFF))
+      try:
+        self._rebuild(index)
+        if act['reset']:
+          return self._step_one(index, act)
+        return self._truncation(index)
+      except Exception as e:
+        error = e
 
-def _receive_all(envs):
-  # Drain every reply before raising so that the pipes stay in sync.
-  results, error = [], None
-  for env in envs:
-    try:
-      results.append(env.receive())
-    except Exception as e:
-      error = error or e
-  if error:
-    raise error
-  return results
+  def _rebuild(self, index):
+    env, self._envs[index] = self._envs[index], None
+    if env is not None:  # None: the previous rebuild failed.
+      try:
+        env.close()
+      except Exception:
+        pass  # A crashed env may fail to close too; it is replaced anyway.
+    if self.parallel:
+      env = _Remote(self._fns[index], index)
+      try:
+        env.receive()  # Its spaces; raises if the constructor failed.
+      except BaseException:
+        env.close()
+        raise
+    else:
+      env = self._fns[index]()
+    self._envs[index] = env
+
+  def _step_one(self, index, act):
+    if self.parallel:
+      self._envs[index].send('step', act)
+      return self._envs[index].receive()
+    return self._envs[index].step(act)
+
+  def _truncation(self, index):
+    """The env's previous obs as the last step of an episode cut short.
+    There always is one: only a reset can be an env's first step."""
+    obs = dict(self._last[index])
+    obs['reward'] = np.zeros((), self.obs_space['reward'].dtype)
+    obs['is_first'] = np.bool_(False)
+    obs['is_last'] = np.bool_(True)
+    obs['is_terminal'] = np.bool_(False)
+    return obs
+
+
+def _attempt(fn, *args):
+  """fn(*args), or the exception it raised."""
+  try:
+    return fn(*args)
+  except Exception as e:
+    return e
+
+
+def _summary(error):
+  """The error in one line, for warnings and EnvCrashError."""
+  if isinstance(error, _WorkerError):
+    return error.summary
+  lines = str(error).strip().splitlines()
+  if not lines:
+    return type(error).__name__
+  return f'{type(error).__name__}: {lines[0]}'
+
+
+def _details(error):
+  """The full traceback: a worker's own, else the one in this process."""
+  if isinstance(error, _WorkerError):
+    return error.details
+  return ''.join(traceback.format_exception(error))
+
+
+class _WorkerError(RuntimeError):
+  """An exception inside an env worker; details holds its traceback."""
+
+  def __init__(self, index, details):
+    super().__init__(f'Env worker {index} failed:\n{details}')
+    lines = [line for line in details.splitlines() if line.strip()]
+    self.summary = lines[-1].strip() if lines else 'unknown error'
+    self.details = details
 
 
 class _Remote:
@@ -125,9 +278,15 @@ class _Remote:
     # Portal cloudpickles the function, so make_env may be a lambda or closure.
     self._proc = portal.Process(
         functools.partial(_serve, make_env), child, name=f'env{index}')
-    self._start()
-    # Only the child may hold its end, so that its death reads as EOF here.
-    child.close()
+    try:
+      self._start()
+    except BaseException:
+      self._conn.close()
+      atexit.unregister(self._proc.kill)  # See close().
+      raise
+    finally:
+      # Only the child may hold its end, so that its death reads as EOF here.
+      child.close()
 
   def _start(self):
     # Portal's start() waits on a barrier that a child dying during startup
@@ -168,7 +327,7 @@ class _Remote:
       raise RuntimeError(
           f'Env worker {self.index} died (exit code {self._proc.exitcode}).')
     if status == 'error':
-      raise RuntimeError(f'Env worker {self.index} failed:\n{payload}')
+      raise _WorkerError(self.index, payload)
     return payload
 
   def close(self, timeout=5):

@@ -27,13 +27,15 @@ def eval_only(make_agent, make_replay, make_env, make_logger, args):
   episodes = common.Episodes(logger, prefix='eval_episode',
                              window=args.eval_eps)
   fns = [functools.partial(make_env, i) for i in range(args.eval_envs)]
-  driver = Driver(fns, parallel=args.parallel_envs)
+  driver = Driver(fns, parallel=args.parallel_envs,
+                  max_restarts=args.env_max_restarts)
   driver.on_step(episodes)
   driver.reset(agent.init_policy)
   policy = lambda carry, obs: agent.policy(carry, obs, mode='eval')
   driver(policy, episodes=args.eval_eps)
   logger.add({'score_mean': episodes.mean_recent(),
               'episodes': episodes.count}, prefix='eval')
+  logger.add(driver.stats(), prefix='eval')
   logger.write()
   logger.close()
   driver.close()

@@ -6,7 +6,7 @@ import time
 
 import elements
 
-from embodied.core import Checkpoint, Driver, RatioLimiter
+from embodied.core import Checkpoint, Driver, EnvCrashError, RatioLimiter
 
 from . import common
 
@@ -29,7 +29,8 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
       min_steps=args.train_fill or args.batch_size * seq)
 
   fns = [functools.partial(make_env, i) for i in range(args.envs)]
-  driver = Driver(fns, parallel=args.parallel_envs)
+  driver = Driver(fns, parallel=args.parallel_envs,
+                  max_restarts=args.env_max_restarts)
   driver.on_step(lambda tran, worker: step.increment())
   driver.on_step(replay.add)
   driver.on_step(episodes)
@@ -53,34 +54,48 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   driver.reset(agent.init_policy)
   print(f'Start training at step {int(step):,} (until {int(args.steps):,}).')
 
-  while int(step) < args.steps:
-    if args.duration and time.time() - start > args.duration:
-      print(f'Stopping after run.duration={args.duration}s.')
-      break
-    with timer('env'):
-      driver(policy, steps=args.envs)
-    for _ in range(limiter(int(step))):
-      with timer('train'):
-        agg.add(learner(), prefix='train')
-    progress(f'step {int(step):,} | updates {learner.updates:,} | '
-             f'score {episodes.mean_recent():.1f}')
-    for hook in hooks:
-      hook(agent, logger)
-    if should_report() and len(replay):
-      agg.add(agent.report(learner.batch(commit=False)), prefix='report')
-    if should_log(int(step)):
-      progress.clear()
-      logger.add(agg.result())
-      logger.add(timer.rates(int(step), learner.updates, args.batch_size * seq))
-      logger.add(replay.stats())
-      logger.add(learner.stats())
-      logger.add(peak_memory(), prefix='usage')
-      logger.write()
-    if should_save():
-      checkpoint.save(int(step))
+  try:
+    while int(step) < args.steps:
+      if args.duration and time.time() - start > args.duration:
+        print(f'Stopping after run.duration={args.duration}s.')
+        break
+      with timer('env'):
+        driver(policy, steps=args.envs)
+      for _ in range(limiter(int(step))):
+        with timer('train'):
+          agg.add(learner(), prefix='train')
+      progress(f'step {int(step):,} | updates {learner.updates:,} | '
+               f'score {episodes.mean_recent():.1f}')
+      for hook in hooks:
+        hook(agent, logger)
+      if should_report() and len(replay):
+        agg.add(agent.report(learner.batch(commit=False)), prefix='report')
+      if should_log(int(step)):
+        progress.clear()
+        logger.add(agg.result())
+        logger.add(
+            timer.rates(int(step), learner.updates, args.batch_size * seq))
+        logger.add(replay.stats())
+        logger.add(learner.stats())
+        logger.add(driver.stats())
+        logger.add(peak_memory(), prefix='usage')
+        logger.write()
+      if should_save():
+        checkpoint.save(int(step))
+  except EnvCrashError:
+    # An env that keeps failing ends the run; the checkpoint keeps the
+    # progress, so the run resumes from here once the env is fixed.
+    progress.clear()
+    logger.add(driver.stats())
+    logger.write()
+    checkpoint.save(int(step))
+    logger.close()
+    driver.close()
+    raise
 
   progress.clear()
   logger.add(agg.result())
+  logger.add(driver.stats())
   logger.write()
   checkpoint.save(int(step))
   logger.close()

@@ -22,13 +22,15 @@ def train_eval(make_agent, make_replay, make_env, make_logger, args):
     if 'driver' not in state:
       fns = [functools.partial(make_env, 10000 + i)
              for i in range(args.eval_envs)]
-      state['driver'] = Driver(fns, parallel=args.parallel_envs)
+      state['driver'] = Driver(fns, parallel=args.parallel_envs,
+                               max_restarts=args.env_max_restarts)
       state['episodes'] = common.Episodes(logger, prefix='eval_episode')
       state['driver'].on_step(state['episodes'])
     driver, episodes = state['driver'], state['episodes']
     driver.reset(agent.init_policy)
     policy = lambda carry, obs: agent.policy(carry, obs, mode='eval')
     driver(policy, episodes=args.eval_eps)
+    logger.add(driver.stats(), prefix='eval')
     print(f'Evaluation: mean score {episodes.mean_recent():.1f} over the '
           f'last {len(episodes.recent)} episodes')
 
