@@ -1,6 +1,9 @@
 """BSuite against the real package: spaces, dm_env step semantics
-(termination vs truncation), seeding and the missing-package error."""
+(termination vs truncation), seeding, the missing-package error and the
+MNIST experiments without network access."""
 
+import gzip
+import struct
 import sys
 
 import numpy as np
@@ -127,3 +130,61 @@ def test_missing_package(monkeypatch):
   assert message.startswith(
       'bsuite tasks need bsuite: pip install -r requirements-envs.txt')
   assert '\n' not in message
+
+
+MNIST_TASKS = ['bsuite_mnist/0', 'bsuite_mnist_noise/0', 'bsuite_mnist_scale/0']
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+  """bsuite's MNIST loader, with downloads failing the test at once (this
+  machine has no internet; a real attempt would wait on a timeout)."""
+  from bsuite.utils import datasets
+
+  def refuse(*args, **kwargs):
+    raise AssertionError(f'MNIST download attempted: {args}')
+  monkeypatch.setattr(datasets, 'urlretrieve', refuse)
+  return datasets
+
+
+def write_fake_mnist(directory, count=20):
+  """MNIST's four files in its idx format, holding random digits."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+  labels = rng.integers(0, 10, count, dtype=np.uint8)
+  for prefix in ('train', 't10k'):
+    with gzip.open(directory / f'{prefix}-images-idx3-ubyte.gz', 'wb') as f:
+      f.write(struct.pack('>IIII', 2051, count, 28, 28) + images.tobytes())
+    with gzip.open(directory / f'{prefix}-labels-idx1-ubyte.gz', 'wb') as f:
+      f.write(struct.pack('>II', 2049, count) + labels.tobytes())
+
+
+@pytest.mark.parametrize('task', MNIST_TASKS)
+def test_mnist_without_cache_fails_cleanly(task, tmp_path, monkeypatch,
+                                          no_download):
+  cache = tmp_path / 'mnist'
+  monkeypatch.setattr(bsuite_env, 'MNIST_DIR', str(cache))
+  with pytest.raises(envs.MissingPackageError) as info:
+    envs.make(task)
+  message = str(info.value)
+  assert message.startswith(
+      f"Task '{task}' downloads MNIST at run time, which cannot happen here")
+  assert str(cache) in message and 'load_mnist' in message
+  assert '\n' not in message
+
+
+def test_mnist_with_cache_runs_offline(tmp_path, monkeypatch, no_download):
+  write_fake_mnist(tmp_path)
+  monkeypatch.setattr(bsuite_env, 'MNIST_DIR', str(tmp_path))
+  # bsuite reads its own default folder: point it at the same cache.
+  monkeypatch.setattr(
+      no_download.load_mnist, '__defaults__', (str(tmp_path),))
+  env = wrappers.CheckSpaces(envs.make('bsuite_mnist/0', seed=3))
+  assert env.obs_space['vector'].shape == (784,)
+  assert int(env.act_space['action'].high) == 10
+  obs = play(env, [4, 0])
+  # A one-step bandit episode: guess the label, +-1, terminate.
+  assert obs[0]['is_first'] and obs[0]['vector'].max() <= 1
+  assert obs[1]['is_last'] and obs[1]['is_terminal']
+  assert obs[1]['reward'] in (-1, 1)
+  assert obs[2]['is_first']

@@ -1,3 +1,4 @@
+import errno
 import pickle
 import threading
 import warnings
@@ -5,6 +6,8 @@ import warnings
 import numpy as np
 import pytest
 
+from embodied.core import replay as replay_module
+from embodied.core.checkpoint import CheckpointError
 from embodied.core.replay import Replay
 from embodied.core.samplers import Uniform
 
@@ -315,7 +318,10 @@ def test_load_of_older_save_after_evictions(tmp_path):
   replay = Replay(**kwargs, directory=directory)
   counts = fill(replay, 100, workers=2)
   old = roundtrip(replay.save())
-  fill(replay, 500, workers=2, seed=1, counts=counts)  # Deletes old files.
+  fill(replay, 500, workers=2, seed=1, counts=counts)
+  # A newer checkpoint is complete: files only the old save named go.
+  replay.save()
+  replay.committed()
   resumed = Replay(**kwargs, directory=directory)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')
@@ -329,6 +335,121 @@ def test_load_of_older_save_after_evictions(tmp_path):
   fill(resumed, 300, workers=2, seed=2, counts={0: 10000, 1: 10000})
   check_consecutive(resumed.sample(300), 4)
   assert len(resumed) <= 64
+
+
+def chunk_files(directory, pattern='*.npz'):
+  return sorted(path.name for path in directory.glob(pattern))
+
+
+def named_files(data):
+  return sorted(i['name'] for i in data['slots'].values() if i['name'])
+
+
+def test_evicted_files_stay_until_a_newer_checkpoint(tmp_path):
+  directory = tmp_path / 'replay'
+  kwargs = dict(length=4, capacity=64, chunksize=16)
+  replay = Replay(**kwargs, directory=directory)
+  counts = fill(replay, 100, workers=2)
+  old = roundtrip(replay.save())
+  expected = sample_all(replay)
+  # Evicts every chunk of the old save, as a run does after a checkpoint
+  # before it is killed.
+  fill(replay, 500, workers=2, seed=1, counts=counts)
+  assert set(named_files(old)) <= set(chunk_files(directory))
+  resumed = Replay(**kwargs, directory=directory)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    resumed.load(old)
+  assert sample_all(resumed) == expected
+  # Once a newer save is committed, only its files and live chunks remain;
+  # a file a killed run wrote after its last checkpoint goes too.
+  (directory / f'{"0" * 32}-16.npz').write_bytes(b'orphan')
+  new = replay.save()
+  replay.committed()
+  assert chunk_files(directory) == named_files(new)
+
+
+def test_partial_writes_are_removed_on_start(tmp_path):
+  """A kill mid-write leaves NAME.tmp, complete or truncated: the next
+  replay on the directory deletes both and loads the checkpoint fully."""
+  directory = tmp_path / 'replay'
+  kwargs = dict(length=4, capacity=1000, chunksize=8)
+  replay = Replay(**kwargs, directory=directory)
+  counts = fill(replay, 100, workers=2)
+  data = roundtrip(replay.save())
+  content = (directory / named_files(data)[0]).read_bytes()
+  (directory / f'{"a" * 32}-8.npz.tmp').write_bytes(content)
+  (directory / f'{"b" * 32}-8.npz.tmp').write_bytes(
+      content[:len(content) // 2])
+  resumed = Replay(**kwargs, directory=directory)
+  assert chunk_files(directory, '*.tmp') == []
+  assert chunk_files(directory) == named_files(data)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    resumed.load(data)
+  assert sample_all(resumed) == reference_windows(counts, 4)
+
+
+def test_unreadable_chunk_file_is_skipped(tmp_path):
+  directory = tmp_path / 'replay'
+  kwargs = dict(length=4, capacity=1000, chunksize=8)
+  replay = Replay(**kwargs, directory=directory)
+  fill(replay, 100, workers=2)
+  data = roundtrip(replay.save())
+  names = named_files(data)
+  path = directory / names[0]
+  path.write_bytes(path.read_bytes()[:100])  # A disk fault.
+  resumed = Replay(**kwargs, directory=directory)
+  with pytest.warns(UserWarning, match='unreadable or truncated'):
+    resumed.load(data)
+  assert len(resumed.sampler) == len(replay.sampler) - (8 - 4 + 1)
+  check_consecutive(resumed.sample(200), 4)
+
+
+def test_failed_chunk_write_keeps_data_and_raises(tmp_path, monkeypatch):
+  directory = tmp_path / 'replay'
+  kwargs = dict(length=4, capacity=1000, chunksize=8)
+  replay = Replay(**kwargs, directory=directory)
+  write = replay_module.write_npz
+
+  def full_disk(path, arrays):
+    with open(str(path), 'wb') as f:
+      f.write(b'partial')
+    raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+  monkeypatch.setattr(replay_module, 'write_npz', full_disk)
+  fill(replay, 7)
+  with pytest.raises(CheckpointError) as info:
+    replay.add(make_step(0, 7))  # Completes the first chunk.
+  error = info.value
+  assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+  assert str(error) == (
+      f'Could not write replay chunk to {directory}: No space left on '
+      'device; the chunk stays in memory and the last complete checkpoint '
+      'is kept')
+  assert list(directory.glob('*')) == []
+  # Nothing is lost: the chunk is sampled and pickled into saves.
+  assert len(replay) == 8
+  check_consecutive(replay.sample(10), 4)
+  data = roundtrip(replay.save())
+  assert [bool(i['name']) for i in data['slots'].values()] == [False]
+  # With space again, training goes on and a resume has every step.
+  monkeypatch.setattr(replay_module, 'write_npz', write)
+  fill(replay, 20, counts={0: 8})
+  written = chunk_files(directory)
+  assert written and written == named_files(replay.save())
+  resumed = Replay(**kwargs, directory=directory)
+  resumed.load(data)
+  assert sample_all(resumed) == reference_windows({0: 8}, 4)
+  # The chunk pickled in the save got its file.
+  assert len(chunk_files(directory)) == len(written) + 1
+
+
+def test_unwritable_directory_fails_clearly(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('')
+  with pytest.raises(CheckpointError, match=(
+      f'Could not create replay directory {blocker}/replay: ')):
+    Replay(4, capacity=100, chunksize=8, directory=blocker / 'replay')
 
 
 def test_checkpoint_integration(tmp_path):

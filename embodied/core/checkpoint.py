@@ -1,15 +1,78 @@
-"""Checkpoints in the logdir that survive being killed at any moment.
+"""Checkpoints in the logdir that survive being killed at any moment and
+fail cleanly when the disk does.
 
-Each save goes to a new folder (elements writes the objects, then a `done`
-marker); only then is `latest` replaced by an atomic rename, and only then
-are older folders removed. Loading ignores folders without `done`, so a
-checkpoint is never read half-written.
+Layout (the one elements.checkpoint reads): DIR/<timestamp>-<step>/ holds
+NAME.pkl per registered object (NAME-0000.pkl, ... when its save() returns
+a generator) and an empty `done` marker; DIR/latest names the newest
+complete folder.
+
+Invariants:
+- A folder is complete iff it holds `done`. The marker is written after
+  every other file of the folder has been flushed to the disk (fsync), so a
+  complete folder is never half-written, also after a crash of the machine,
+  and write errors that a disk reports late (at fsync) happen before it.
+- `latest` is replaced by an atomic rename only once the new folder is
+  complete, and older folders are removed only after that. Removal deletes
+  the marker first, so a half-removed folder never looks complete.
+- Hence after a kill at any moment (SIGKILL included) latest() is the last
+  complete checkpoint. Folders a killed save left behind are removed by the
+  next save.
+- A save that fails with an OSError (disk full, no permission, read-only
+  filesystem, ...) removes its partial folder, leaves `latest` alone and
+  raises CheckpointError, whose message is one line naming the folder, the
+  reason and the checkpoint that is kept.
+- Once a save is complete, registered objects that have a committed()
+  method are told (the replay deletes chunk files only once no complete
+  checkpoint refers to them).
 """
 
+import inspect
 import os
+import pickle
+import warnings
 
 import elements
 from elements import checkpoint as ckpt
+
+
+class CheckpointError(OSError):
+  """Run state could not be written to the logdir (disk full, no permission,
+  read-only filesystem, ...). str() is one line saying what could not be
+  written, why, and what is kept; errno is that of the underlying error."""
+
+  def __init__(self, message, errno=None):
+    super().__init__(message)
+    self.errno = errno
+
+
+def reason(error):
+  """The OS's short description of an OSError, e.g. 'No space left on
+  device', without errno number or file name."""
+  return error.strerror or str(error) or type(error).__name__
+
+
+def write_file(path, data):
+  """Writes bytes to path and flushes them to the disk before returning."""
+  with open(str(path), 'wb') as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def sync_dir(path):
+  """Makes renames and new files in the directory durable. Best effort:
+  some filesystems cannot fsync a directory, which only weakens the
+  guarantee against machine crashes, not against the process being killed."""
+  try:
+    fd = os.open(str(path), os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
 
 
 class Checkpoint:
@@ -37,18 +100,41 @@ class Checkpoint:
       return None
     folders = sorted(
         f for f in self._directory.glob('*')
-        if f.name != 'latest' and ckpt.exists(f))
+        if f.name not in ('latest', 'latest.tmp') and ckpt.exists(f))
     return folders[-1] if folders else None
 
   def save(self, step):
+    """Writes a new complete checkpoint and points `latest` to it. Raises
+    CheckpointError if the disk refuses; the previous checkpoint stays."""
     name = f'{elements.timestamp(millis=True)}-{int(step):012d}'
     folder = self._directory / name
-    self._directory.mkdir()
-    ckpt.save(folder, {k: v.save for k, v in self._objects.items()})
+    previous = self.latest()
     tmp = self._directory / 'latest.tmp'
-    tmp.write_text(name)
-    os.replace(str(tmp), str(self._directory / 'latest'))
+    if folder.exists():  # Outside the try: the cleanup would remove it.
+      raise FileExistsError(f'Checkpoint folder {folder} exists already')
+    try:
+      self._directory.mkdir()
+      self._write(folder)
+      write_file(tmp, name.encode())
+      # The commit point: from here on the new folder is the checkpoint.
+      os.replace(str(tmp), str(self._directory / 'latest'))
+    except BaseException as e:
+      # Also on interrupts: a partial folder is never worth keeping.
+      self._discard(folder)
+      self._discard(tmp)
+      if not isinstance(e, OSError) or isinstance(e, CheckpointError):
+        raise
+      kept = (f'the previous checkpoint {previous} is kept' if previous
+              else 'there is no earlier checkpoint')
+      raise CheckpointError(
+          f'Could not write checkpoint to {folder}: {reason(e)}; {kept}',
+          e.errno) from e
+    sync_dir(self._directory)
     self._cleanup(keep=folder)
+    for obj in self._objects.values():
+      committed = getattr(obj, 'committed', None)
+      if callable(committed):
+        committed()
     print(f'Saved checkpoint: {folder}')
     return folder
 
@@ -61,14 +147,45 @@ class Checkpoint:
     print(f'Loaded checkpoint: {folder}')
     return folder
 
+  def _write(self, folder):
+    folder.mkdir()
+    for key, obj in self._objects.items():
+      data = obj.save()
+      if inspect.isgenerator(data):
+        for index, shard in enumerate(data):
+          write_file(folder / f'{key}-{index:04d}.pkl', pickle.dumps(shard))
+      else:
+        write_file(folder / f'{key}.pkl', pickle.dumps(data))
+    sync_dir(folder)
+    write_file(folder / 'done', b'')
+    sync_dir(folder)
+
   def _cleanup(self, keep):
+    """Removes complete folders beyond the newest `keep` ones and every
+    incomplete folder (left by a killed or failed save). Best effort: the
+    new checkpoint is complete, so a folder that cannot be removed now only
+    costs disk space until a later save."""
     folders = sorted(
         f for f in self._directory.glob('*')
         if f.name not in ('latest', 'latest.tmp') and f.is_dir())
     complete = [f for f in folders if ckpt.exists(f)]
     old = complete[:-self._keep] if self._keep else []
-    # Incomplete folders are leftovers of a killed save.
-    old += [f for f in folders if not ckpt.exists(f) and f != keep]
+    old += [f for f in folders if not ckpt.exists(f)]
     for folder in old:
-      if folder != keep:
-        folder.remove(recursive=True)
+      if folder != keep and not self._discard(folder):
+        warnings.warn(f'Could not remove old checkpoint folder {folder}.')
+
+  def _discard(self, path):
+    """Removes a file or folder if present, the `done` marker first; returns
+    False if that failed."""
+    try:
+      if path.is_dir():
+        marker = path / 'done'
+        if marker.exists():
+          marker.remove()
+        path.remove(recursive=True)
+      elif path.exists():
+        path.remove()
+    except OSError:
+      return False
+    return True

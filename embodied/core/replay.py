@@ -17,18 +17,51 @@ longer stored are dropped. A slot can be reused by a new chunk between
 sample() and prioritize(), reviving an old id for new data: the replay
 remembers the slot generation of its last few sampled batches and drops rows
 whose slot changed since.
+
+Files (with a directory): a completed chunk is written to NAME.tmp, flushed
+to the disk and renamed to NAME (<uuid>-<chunksize>.npz); save() refers to
+written chunks by name and pickles the others. Nothing a checkpoint needs is
+lost when the run is killed or the disk fails:
+- A .npz file is always complete. A .tmp file is never named by a save (the
+  name is recorded after the rename), and the steps of its chunk that a
+  checkpoint covers are pickled in that checkpoint. So .tmp files, left by a
+  kill in the middle of a write, are deleted when a replay is constructed on
+  the directory rather than reused: reusing one would need the chunk's
+  bookkeeping, which no checkpoint has, and a truncated file could only be
+  told apart by reading it whole.
+- A chunk file stays while the newest complete checkpoint may refer to it:
+  an evicted chunk named by the last load() or save() keeps its file until
+  committed(), which Checkpoint calls once a save is complete. committed()
+  then deletes every chunk file that neither that save nor the live buffer
+  names, including files a killed run wrote after its last checkpoint.
+- A write that fails with an OSError (disk full, no permission, read-only
+  filesystem) raises CheckpointError with a one-line message; the chunk stays
+  in memory without a name, so a later save pickles it.
+- A chunk file that is missing or unreadable at load() is skipped with a
+  warning; the rest of the buffer loads.
 """
 
 import collections
+import os
 import threading
 import time
 import uuid
 import warnings
+import zipfile
 
 import elements
 import numpy as np
 
 from . import samplers
+from .checkpoint import CheckpointError, reason, sync_dir
+
+
+def write_npz(path, arrays):
+  """Writes the arrays to an .npz file and flushes it to the disk."""
+  with open(str(path), 'wb') as f:
+    np.savez(f, **arrays)
+    f.flush()
+    os.fsync(f.fileno())
 
 
 class Replay:
@@ -51,8 +84,17 @@ class Replay:
     self.sampler = samplers.Uniform(seed) if sampler is None else sampler
     self.directory = directory and elements.Path(directory)
     if self.directory:
-      self.directory.mkdir()
+      try:
+        self.directory.mkdir()
+      except OSError as e:
+        raise CheckpointError(
+            f'Could not create replay directory {self.directory}: '
+            f'{reason(e)}', e.errno) from e
+      self._remove_partial_writes()
     self._lock = threading.Lock()
+    self._writing = set()  # chunk files being written now
+    self._kept = set()     # chunk files the newest checkpoint may name
+    self._saving = set()   # chunk files the last save() named
     self._reset()
 
   def _reset_timing(self):
@@ -209,8 +251,9 @@ class Replay:
 
   def _evict(self, slot):
     self._unlink(slot, self._fill[slot])
-    if self._names[slot]:
-      self._delete_file(self._names[slot])
+    name = self._names[slot]
+    if name and name not in self._kept and name not in self._saving:
+      self._delete_file(name)  # Else committed() deletes it when unneeded.
     self._used[slot] = False
     self._fill[slot] = 0
     self._dup[slot] = 0
@@ -335,24 +378,68 @@ class Replay:
   # Persistence.
 
   def _write_chunk(self, slot, gen, content):
-    """Writes a completed chunk outside the lock, then records its name."""
+    """Writes a completed chunk outside the lock, then records its name. On
+    an OSError no file is left, the chunk keeps no name (so the next save
+    pickles it) and CheckpointError is raised."""
     name = f'{uuid.uuid4().hex}-{self.chunksize}.npz'
     temp = self.directory / (name + '.tmp')
-    with temp.open('wb') as f:
-      np.savez(f, **content)
-    temp.move(self.directory / name)
     with self._lock:
-      if self._gen[slot] == gen and self._used[slot]:
-        self._names[slot] = name
-        return
-    # Evicted while writing; the file is not part of the buffer.
-    self._delete_file(name)
+      self._writing.add(name)
+    recorded = False
+    try:
+      try:
+        write_npz(temp, content)
+        os.replace(str(temp), str(self.directory / name))
+      except OSError as e:
+        self._delete_file(temp.name)
+        raise CheckpointError(
+            f'Could not write replay chunk to {self.directory}: '
+            f'{reason(e)}; the chunk stays in memory and the last complete '
+            'checkpoint is kept', e.errno) from e
+      with self._lock:
+        if self._gen[slot] == gen and self._used[slot]:
+          self._names[slot] = name
+          recorded = True
+    finally:
+      with self._lock:
+        self._writing.discard(name)
+    if not recorded:
+      # Evicted while writing; the file is not part of the buffer.
+      self._delete_file(name)
 
   def _delete_file(self, name):
+    """Best effort: a file that cannot be deleted only costs disk space."""
     try:
       (self.directory / name).remove()
     except FileNotFoundError:
       pass
+    except OSError as e:
+      warnings.warn(
+          f'Could not delete replay file {self.directory / name}: '
+          f'{reason(e)}')
+
+  def _remove_partial_writes(self):
+    """Deletes the .tmp files of writes cut short by a kill (see the module
+    docstring for why they are not reused)."""
+    for path in self.directory.glob('*.tmp'):
+      self._delete_file(path.name)
+
+  def committed(self):
+    """Called (by Checkpoint) once a checkpoint holding the last save() is
+    complete: deletes the chunk files that neither it nor the live buffer
+    refers to."""
+    if not self.directory:
+      return
+    # Listed before the names are read: a file renamed into place after
+    # the listing is not considered, one renamed before is in _writing or
+    # already named.
+    files = [path.name for path in self.directory.glob('*.npz')]
+    with self._lock:
+      self._kept, self._saving = self._saving, set()
+      keep = self._kept | self._writing | {n for n in self._names if n}
+    for name in files:
+      if name not in keep:
+        self._delete_file(name)
 
   def save(self):
     with self._lock:
@@ -369,7 +456,8 @@ class Replay:
                           for k, v in self._data.items()}
         info['stamp'] = self._stamp[slot, :fill].copy()
         slots[slot] = info
-      return {
+      self._saving = {i['name'] for i in slots.values() if i['name']}
+      data = {
           'version': 1,
           'length': self.length,
           'chunksize': self.chunksize,
@@ -383,10 +471,17 @@ class Replay:
               'samples': self._samples, 'evictions': self._evictions},
           'sampler': self.sampler.save(),
       }
+    if self.directory:
+      # The checkpoint holding this save refers to these files by name.
+      sync_dir(self.directory)
+    return data
 
   def load(self, data):
     with self._lock:
       self._load(data)
+      # Files of the checkpoint loaded from stay until a newer one is done.
+      self._kept = {i['name'] for i in data['slots'].values() if i['name']}
+      self._saving = set()
       # Completed chunks without a file (pickled in the checkpoint, or whose
       # write was in flight at save time) get one, keeping later saves small.
       pending = []
@@ -458,13 +553,24 @@ class Replay:
       raise ValueError(
           'Replay checkpoint refers to chunk files but this replay has no '
           'directory.')
+    content = None
     try:
       with (self.directory / info['name']).open('rb') as f:
         with np.load(f) as npz:
-          return {k: npz[k] for k in npz.files}
+          content = {k: npz[k] for k in npz.files}
     except FileNotFoundError:
       warnings.warn(f"Replay chunk file {info['name']} is missing; skipping.")
       return None
+    except (ValueError, EOFError, zipfile.BadZipFile):
+      pass  # Reported below, like a file with too few steps.
+    if content is None or any(
+        len(v) < info['fill'] for v in content.values()):
+      # Complete files are renamed into place, so this is a disk fault.
+      warnings.warn(
+          f"Replay chunk file {info['name']} is unreadable or truncated; "
+          'skipping.')
+      return None
+    return content
 
   def _forget(self, slot, fill):
     """Drops every reference to a chunk whose file could not be loaded."""

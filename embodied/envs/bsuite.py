@@ -5,8 +5,17 @@ The id picks the experiment's setting from bsuite's sweep. Settings with a
 Observations: one float32 'vector' (flattened); actions: int32 'action' in
 [0, n). dm_env semantics: a last step with discount 0 is a termination
 (is_last and is_terminal), with another discount a truncation (is_last
-only). Note: the mnist experiments download MNIST on first use.
+only).
+
+The mnist experiments (mnist, mnist_noise, mnist_scale) would download MNIST
+at run time into bsuite's cache folder (MNIST_DIR). Runs do not download:
+without internet that fails (or waits on a network timeout) in every env
+worker, after the run has started. make() checks the cache by name before
+bsuite.load() and, if a file is missing, raises MissingPackageError saying
+how to fill it; with a filled cache these tasks work offline.
 """
+
+import os
 
 import elements
 import numpy as np
@@ -15,6 +24,13 @@ from . import MissingPackageError, OptionError, UnknownTaskError
 from ..core import base
 
 INSTALL = 'bsuite tasks need bsuite: pip install -r requirements-envs.txt'
+
+# Where bsuite.utils.datasets.load_mnist() caches MNIST (its default
+# directory), and the files it downloads when one is missing.
+MNIST_DIR = '/tmp/mnist'
+MNIST_FILES = (
+    'train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz',
+    't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
 
 
 def make(name, *, seed=0, size=None, **kwargs):
@@ -40,10 +56,21 @@ def make(name, *, seed=0, size=None, **kwargs):
         f"Unknown task 'bsuite_{name}': expected bsuite_<experiment>/<id> "
         f"with experiment one of {', '.join(experiments)} (e.g. "
         "bsuite_catch/0)")
+  experiment = name.split('/')[0]
+  if experiment.startswith('mnist'):
+    missing = [f for f in MNIST_FILES
+               if not os.path.isfile(os.path.join(MNIST_DIR, f))]
+    if missing:
+      raise MissingPackageError(
+          f"Task 'bsuite_{name}' downloads MNIST at run time, which cannot "
+          f'happen here: {missing[0]} is not in {MNIST_DIR}. Fill that cache '
+          'once with internet access (python -c "from bsuite.utils import '
+          'datasets; datasets.load_mnist()") or copy the MNIST .gz files '
+          'there')
   settings = dict(sweep.SETTINGS[name])
   if 'seed' in settings:
     settings['seed'] = seed
-  env = bsuite.load(name.split('/')[0], settings)
+  env = bsuite.load(experiment, settings)
   return BSuite(env)
 
 
