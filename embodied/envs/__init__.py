@@ -31,6 +31,18 @@ SUITES = {
     'crafter': 'embodied.envs.crafter',
     'dmc': 'embodied.envs.dmc',
     'bsuite': 'embodied.envs.bsuite',
+    'pinpad': 'embodied.envs.pinpad',
+    'memmaze': 'embodied.envs.memmaze',
+    'loconav': 'embodied.envs.loconav',
+}
+
+# Suites of the reference DreamerV3 code whose packages have no installable
+# wheel for this Python (3.11, Linux x86_64): their tasks name what is missing.
+UNAVAILABLE = {
+    'procgen': 'procgen (no wheel nor source release for Python 3.11)',
+    'dmlab': 'deepmind-lab (not on PyPI; it builds from source with Bazel)',
+    'minecraft': 'minerl (a source release only, whose build needs a Java 8 '
+                 'JDK and downloads Minecraft)',
 }
 
 
@@ -45,6 +57,10 @@ def make(task, *, seed=0, length=0, size=(64, 64), **kwargs):
     raise UnknownTaskError(
         f"Unknown task '{task}': expected '<suite>_<name>' with suite one of "
         f"{', '.join(suites())}")
+  if suite in UNAVAILABLE:
+    raise MissingPackageError(
+        f"Task '{task}' needs {UNAVAILABLE[suite]}: it cannot be installed "
+        'here.')
   if suite not in SUITES:
     raise UnknownTaskError(
         f"Unknown task '{task}': suite '{suite}' is not one of "

@@ -1,0 +1,304 @@
+"""Locomotion navigation as loconav_<robot>_<maze>, e.g. loconav_ant_maze_s.
+
+dm_control's locomotion tasks: a walker (robot `ant`, or `ball`, a rolling
+ball with a head) in a fixed maze (`maze_s`, `maze_m`, `maze_l`, `maze_xl`,
+the ASCII maps below) has to reach a target sphere. Reaching it gives reward
+1 and respawns the walker at a random spawn cell ('P'), with the target at
+the same goal cell ('G'), so the task repeats within an episode. The walls
+of each maze quadrant have their own colour, so that views differ by place.
+
+Observations: 'image', uint8 RGB at env.size from the walker's egocentric
+camera (camera 'ego') or the maze's top-down camera ('top'); with proprio,
+one float32 vector per walker observation (joints, sensors, body poses in
+the walker frame), named without the 'walker/' prefix. Actions: the
+walker's actuators, continuous in [-1, 1].
+
+Options (config env.loconav): repeat (action repeat, rewards summed),
+episode_length (env steps, 40 per simulated second; the end is is_last
+without is_terminal), proprio, camera. An ant that flips over (dm_control's
+aliveness below -0.5) terminates the episode: is_terminal. Rendering is
+headless with the MUJOCO_GL choice of dmc.py. The seed fixes spawn cells
+and initial poses of all episodes.
+"""
+
+import elements
+import numpy as np
+
+from . import MissingPackageError, OptionError, UnknownTaskError
+from .dmc import _render_error, select_renderer
+from ..core import base
+
+OPTIONS = {
+    'repeat': 1, 'episode_length': 2000, 'proprio': True, 'camera': 'ego'}
+SHAPE_OPTIONS = ('proprio',)  # A run cannot resume with another value.
+ROBOTS = ('ant', 'ball')
+CAMERAS = ('ego', 'top')
+INSTALL = (
+    'loconav tasks need dm_control and labmaze: '
+    'pip install -r requirements-envs.txt')
+PACKAGES = ('dm_control', 'labmaze', 'mujoco', 'dm_env')
+CELL = 2.0  # Metres per maze cell.
+WALL_HEIGHT = 1.5
+
+# '#' wall, ' ' floor, 'P' spawn cells, 'G' the goal cell.
+MAZES = {
+    'maze_s': """
+#######
+#G    #
+##### #
+#P    #
+#######
+""",
+    'maze_m': """
+#########
+#G  #  P#
+### # # #
+#   # # #
+# ### # #
+#P    # #
+#######P#
+#########
+""",
+    'maze_l': """
+###########
+#G    #  P#
+# ### # ###
+#   # #   #
+### # ### #
+#P  #   # #
+# ##### # #
+#     #  P#
+##### ### #
+#P        #
+###########
+""",
+    'maze_xl': """
+#############
+#G  #     #P#
+# # # ### # #
+# #   #   # #
+# ##### ### #
+#P  #   #   #
+### # ### ###
+#   #   #  P#
+# ##### ### #
+#     #   # #
+# ### ### # #
+#P  #      P#
+#############
+""",
+}
+
+# Wall colours of the four quadrants (top left, top right, bottom left,
+# bottom right), as the characters '1' to '4' of the maze's entity layer.
+WALL_COLORS = ((0.8, 0.3, 0.3), (0.3, 0.7, 0.3), (0.3, 0.4, 0.8),
+               (0.8, 0.7, 0.3))
+FLOOR_COLORS = ((0.35, 0.35, 0.35), (0.25, 0.25, 0.25))
+
+
+def entity_layer(maze):
+  """Our ASCII map -> labmaze's: walls become their quadrant's character."""
+  rows = maze.strip('\n').split('\n')
+  if len({len(r) for r in rows}) != 1:
+    raise ValueError('loconav maze rows differ in length')
+  height, width = len(rows), len(rows[0])
+  out = []
+  for y, row in enumerate(rows):
+    line = ''
+    for x, char in enumerate(row):
+      if char == '#':
+        quadrant = 2 * (2 * y >= height) + (2 * x >= width)
+        char = str(quadrant + 1)
+      elif char not in ' PG':
+        raise ValueError(f'loconav maze has unknown character {char!r}')
+      line += char
+    out.append(line)
+  return '\n'.join(out) + '\n'
+
+
+def make(name, *, seed=0, size=(64, 64), **kwargs):
+  robot, _, maze = name.partition('_')
+  if robot not in ROBOTS or maze not in MAZES:
+    tasks = [f'loconav_{r}_{m}' for r in ROBOTS for m in MAZES]
+    raise UnknownTaskError(
+        f"Unknown task 'loconav_{name}': loconav has {', '.join(tasks)}")
+  unknown = sorted(set(kwargs) - set(OPTIONS))
+  if unknown:
+    raise OptionError(
+        f"Unknown option env.loconav.{unknown[0]}: loconav takes "
+        f"{', '.join(OPTIONS)}")
+  options = {**OPTIONS, **kwargs}
+  for key in ('repeat', 'episode_length'):
+    value = options[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise OptionError(
+          f'env.loconav.{key} must be an integer >= 1, got {value!r}')
+  if not isinstance(options['proprio'], bool):
+    raise OptionError(
+        f"env.loconav.proprio must be True or False, got "
+        f"{options['proprio']!r}")
+  if options['camera'] not in CAMERAS:
+    raise OptionError(
+        f"env.loconav.camera must be one of {', '.join(CAMERAS)}, got "
+        f"{options['camera']!r}")
+  if len(size) != 2 or min(size) < 1:
+    raise OptionError(f'env.size must be (height, width), got {size!r}')
+  env = build(robot, maze, seed, size, options['camera'])
+  return LocoNav(env, size=size, **options)
+
+
+def _import():
+  try:
+    import dm_control  # noqa: F401  Checks the install before probing GL.
+    import labmaze
+  except ImportError as e:
+    raise MissingPackageError(f'{INSTALL} ({e})') from None
+  try:
+    select_renderer(image=True)
+  except MissingPackageError:
+    raise MissingPackageError(
+        'loconav renders with MuJoCo and neither egl nor osmesa works here: '
+        'apt-get install libegl1 or libosmesa6 (and set MUJOCO_GL)') from None
+  try:
+    from dm_control import composer, mjcf
+    from dm_control.locomotion.arenas import mazes
+    from dm_control.locomotion.tasks import random_goal_maze
+    from dm_control.locomotion.walkers import ant, jumping_ball
+  except ImportError as e:
+    if (e.name or '').split('.')[0] in PACKAGES:
+      raise MissingPackageError(f'{INSTALL} ({e})') from None
+    raise _render_error(e) from None
+  except Exception as e:  # A broken GL backend fails at import time.
+    raise _render_error(e) from None
+  return labmaze, composer, mjcf, mazes, random_goal_maze, ant, jumping_ball
+
+
+def build(robot, maze, seed, size, camera):
+  """The dm_control composer environment of a task."""
+  (labmaze, composer, mjcf, mazes, random_goal_maze, ant,
+   jumping_ball) = _import()
+
+  class Checker(composer.Entity):
+    """A checkered texture, for walls and floor."""
+
+    def _build(self, name, rgb1, rgb2):
+      self._mjcf_root = mjcf.RootElement(model=name)
+      self._textures = [self._mjcf_root.asset.add(
+          'texture', type='2d', name='texture', builtin='checker',
+          rgb1=rgb1, rgb2=rgb2, width=64, height=64)]
+
+    @property
+    def mjcf_model(self):
+      return self._mjcf_root
+
+    @property
+    def textures(self):
+      return self._textures
+
+  walls = {
+      str(i + 1): Checker(f'wall{i + 1}', rgb, [0.8 * c for c in rgb])
+      for i, rgb in enumerate(WALL_COLORS)}
+  layout = labmaze.FixedMazeWithRandomGoals(entity_layer(MAZES[maze]))
+  arena = mazes.MazeWithTargets(
+      maze=layout, xy_scale=CELL, z_height=WALL_HEIGHT, wall_textures=walls,
+      floor_textures=Checker('floor', *FLOOR_COLORS))
+  if robot == 'ant':
+    walker = ant.Ant()
+  else:
+    # Ears show the heading from above; they would block the egocentric view.
+    walker = jumping_ball.RollingBallWithHead(add_ears=(camera == 'top'))
+  task = random_goal_maze.RepeatSingleGoalMaze(
+      walker=walker, maze_arena=arena, contact_termination=False,
+      # Never runs out of repeats: the time limit ends the episode.
+      max_repeats=np.iinfo(np.int32).max)
+  height, width = (int(x) for x in size)
+  if camera == 'ego':
+    observable = walker.observables.egocentric_camera
+  else:
+    observable = arena.observables.top_camera
+    observable.enabled = True
+  observable.height, observable.width = height, width
+  return composer.Environment(
+      task=task, random_state=np.random.RandomState(seed),
+      strip_singleton_obs_buffer_dim=True)
+
+
+class LocoNav(base.Env):
+  """Adapts a composer maze task: one image observation (the camera), the
+  other observations as proprio vectors; the episode length counted here."""
+
+  def __init__(
+      self, env, size=(64, 64), repeat=1, episode_length=2000, proprio=True,
+      camera='ego'):
+    self._env = env
+    self._size = tuple(int(x) for x in size)
+    self._repeat = repeat
+    self._length = episode_length
+    self._image = 'walker/egocentric_camera' if camera == 'ego' else (
+        'top_camera')
+    self._keys = {}  # dm_control key -> our key.
+    self._shapes = {}
+    for key, spec in env.observation_spec().items():
+      if key == self._image or not proprio or len(spec.shape) >= 3:
+        continue
+      shape = (int(np.prod(spec.shape)),)
+      if shape == (0,):  # The ant has no force or torque sensors.
+        continue
+      ours = key.split('/', 1)[-1]
+      self._keys[key] = ours
+      self._shapes[ours] = shape
+    spec = env.action_spec()
+    self._act_space = elements.Space(
+        np.float32, spec.shape, spec.minimum, spec.maximum)
+    self._steps = 0
+    self._done = True
+
+  @property
+  def dm_env(self):
+    return self._env
+
+  @property
+  def obs_space(self):
+    spaces = {'image': elements.Space(np.uint8, (*self._size, 3))}
+    for key, shape in self._shapes.items():
+      spaces[key] = elements.Space(np.float32, shape)
+    spaces.update(base.step_spaces())
+    return spaces
+
+  @property
+  def act_space(self):
+    return {'action': self._act_space, 'reset': elements.Space(bool)}
+
+  def step(self, action):
+    if action['reset'] or self._done:
+      self._done = False
+      self._steps = 0
+      timestep = self._env.reset()
+      return self._obs(timestep, 0.0, True, False, False)
+    act = np.asarray(action['action'], np.float64)
+    reward = 0.0
+    for _ in range(self._repeat):
+      timestep = self._env.step(act)
+      self._steps += 1
+      reward += timestep.reward or 0.0
+      if timestep.last() or self._steps >= self._length:
+        break
+    terminal = timestep.last() and timestep.discount == 0
+    self._done = timestep.last() or self._steps >= self._length
+    return self._obs(timestep, reward, False, self._done, terminal)
+
+  def _obs(self, timestep, reward, is_first, is_last, is_terminal):
+    obs = {'image': np.asarray(timestep.observation[self._image], np.uint8)}
+    for key, ours in self._keys.items():
+      obs[ours] = np.asarray(
+          timestep.observation[key], np.float32).reshape(self._shapes[ours])
+    obs['reward'] = np.float32(reward)
+    obs['is_first'] = np.bool_(is_first)
+    obs['is_last'] = np.bool_(is_last)
+    obs['is_terminal'] = np.bool_(is_terminal)
+    return obs
+
+  def close(self):
+    close = getattr(self._env, 'close', None)
+    if close:
+      close()
