@@ -345,6 +345,13 @@ def main(argv=None):
   obs_space, act_space = env.obs_space, env.act_space
   env.close()
   validate.check_spaces(config, obs_space)
+  if config.run.from_checkpoint:
+    from embodied.core.checkpoint import find
+    if find(os.path.expanduser(config.run.from_checkpoint)) is None:
+      raise ConfigError(
+          f'run.from_checkpoint {config.run.from_checkpoint} holds no complete '
+          'checkpoint: give a logdir, its ckpt/ folder, one checkpoint folder '
+          'or the ckpt/latest file.')
 
   from embodied import jax as ejax
   ejax.setup(config.jax.platform, config.jax.compute_dtype,

@@ -232,3 +232,27 @@ def test_cli_reports_checkpoint_error(monkeypatch, capsys):
   assert capsys.readouterr().err == (
       'Error: Could not write checkpoint to /x/ckpt/2: No space left on '
       'device; the previous checkpoint /x/ckpt/1 is kept\n')
+
+
+def test_find_accepts_every_way_of_naming_a_checkpoint(tmp_path):
+  logdir = tmp_path / 'run'
+  saver, _ = make(logdir / 'ckpt', a=1)
+  first = saver.save(1)
+  newest = saver.save(2)
+  assert first != newest
+  for path in (logdir, logdir / 'ckpt', logdir / 'ckpt' / 'latest'):
+    assert str(checkpoint_module.find(path)) == str(newest), path
+  # A named checkpoint folder is taken as it is.
+  (logdir / 'ckpt' / 'old').mkdir()
+  assert checkpoint_module.find(newest) is not None
+  assert str(checkpoint_module.find(newest)) == str(newest)
+  assert checkpoint_module.find(tmp_path / 'nothing') is None
+  assert checkpoint_module.find(logdir / 'ckpt' / 'old') is None
+
+
+def test_bad_from_checkpoint_fails_before_the_logdir(tmp_path):
+  from dreamerv3 import main
+  with pytest.raises(main.ConfigError, match='run.from_checkpoint'):
+    main.main(['--configs', 'debug', '--logdir', str(tmp_path / 'new'),
+               '--run.from_checkpoint', str(tmp_path / 'missing')])
+  assert not (tmp_path / 'new').exists()

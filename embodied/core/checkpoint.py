@@ -189,3 +189,19 @@ class Checkpoint:
     except OSError:
       return False
     return True
+
+
+def find(path):
+  """The complete checkpoint folder that `path` names, or None. `path` may
+  be a checkpoint folder, a checkpoints directory or its `latest` pointer
+  file (then its newest complete checkpoint), or a logdir (its ckpt/)."""
+  path = elements.Path(os.path.expanduser(str(path)))
+  if ckpt.exists(path):
+    return path
+  if os.path.isfile(str(path)) and path.name == 'latest':
+    return Checkpoint(path.parent).latest()
+  for candidate in (path / 'ckpt', path):
+    found = Checkpoint(candidate).latest()
+    if found:
+      return found
+  return None

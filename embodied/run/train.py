@@ -6,6 +6,7 @@ import time
 
 import elements
 
+from embodied.core.checkpoint import find as checkpoint_find
 from embodied.core import Checkpoint, Driver, EnvCrashError, RatioLimiter
 
 from . import common
@@ -108,14 +109,10 @@ def resume(checkpoint, from_checkpoint=''):
   if checkpoint.latest():
     checkpoint.load()
   elif from_checkpoint:
-    print(f'Initialising the agent from {from_checkpoint}')
-    path = elements.Path(from_checkpoint)
-    if not (path / 'done').exists():  # A logdir or ckpt dir, not a folder.
-      for cand in (path / 'ckpt', path):
-        found = Checkpoint(cand).latest()
-        if found:
-          path = found
-          break
+    path = checkpoint_find(from_checkpoint)
+    if path is None:
+      raise FileNotFoundError(f'No complete checkpoint at {from_checkpoint}')
+    print(f'Initialising the agent from {path}')
     checkpoint.load(path, keys=['agent'])
 
 
