@@ -1,12 +1,16 @@
 """The DreamerV3 agent: world model, actor and critic trained in imagination.
 
-Seams for extensions, each replaceable by a module of its own:
-  - imag_reward(states, feat) -> reward used in imagination
-  - recon_weights(obs) -> ({image key: per-pixel weights}, metrics) for the
-    image loss (dreamerv3.masking)
-  - priority signals: train() returns outs['priority'] ([B, T]) chosen by
-    config.priosignal from the per-step losses of the same forward pass;
-    replay hands it to its sampler
+Extensions (dreamerv3/extensions.py, one module each: masking, intrinsic)
+fill named seams: per-pixel image loss weights, extra world-model losses and
+their trainable modules, the reward of imagined rollouts (given imagined
+states and actions), multipliers of the agent's own loss terms, and host
+state fed into the jitted train step as `inputs`. With every extension
+disabled, the loss, parameters and random draws are those of the plain
+agent.
+
+Priority signals: train() returns outs['priority'] ([B, T]) chosen by
+config.priosignal from the per-step losses of the same forward pass; replay
+hands it to its sampler.
 """
 
 import elements
@@ -16,10 +20,11 @@ import ninjax as nj
 import numpy as np
 
 import embodied.jax.functional as fn
+from embodied.core import video
 from embodied.jax import nets, outs
 from embodied.jax.opt import Optimizer
 
-from . import masking, rssm
+from . import extensions, rssm
 
 f32 = jnp.float32
 sg = jax.lax.stop_gradient
@@ -32,8 +37,6 @@ STRUCTURAL = (
     (r'agent\.(enc|dec|dyn|rewhead|conhead|policy|value)\..*', None),
     (r'replay_context', None),
 )
-# install(agent, config) of each extension module, applied in order.
-EXTENSIONS = (masking.install,)
 
 
 class Head(nj.Module):
@@ -136,15 +139,15 @@ class Dreamer(nj.Module):
     self.val = Head(**c.value, name='val')
     self.slowval = Head(**c.value, name='slowval')
     self.retnorm = Normalize(**c.retnorm, name='retnorm')
+    # Extensions first: the optimizer trains their modules too.
+    self.exts = extensions.install(self, c)
     self.opt = Optimizer(
         [self.enc, self.dyn, self.dec, self.rew, self.con, self.pol,
-         self.val], **c.opt, name='opt')
-    # Extension seams with their plain DreamerV3 behaviour; each extension
-    # module's install() replaces its seam when its config enables it.
-    self.imag_reward = lambda states, feat: self.rew(feat).pred()
-    self.recon_weights = lambda obs: ({}, {})  # -> (weights, metrics)
-    for install in EXTENSIONS:
-      install(self, c)
+         self.val] + [m for e in self.exts for m in e.modules],
+        **c.opt, name='opt')
+    # Per-run host state of the extensions (schedules): the run loop feeds
+    # it env steps and checkpoints it; its inputs() enter train().
+    self.host = extensions.Hosts(self.exts)
 
   def ext_space(self):
     """Per-step keys that train() writes back into replay (RSSM latents that
@@ -179,15 +182,73 @@ class Dreamer(nj.Module):
 
   # Learning.
 
-  def train(self, data):
-    metrics, (outs_, aux) = self.opt(self.loss, data)
+  def train(self, data, inputs=None):
+    """inputs: {extension name: {key: array}} from host.inputs() (None: the
+    host's current values, as constants)."""
+    inputs = self.host.inputs() if inputs is None else inputs
+    metrics, (outs_, aux) = self.opt(self.loss, data, inputs)
     self._update_slow()
+    for ext in self.exts:
+      ext.after_train()
     metrics.update(aux)
     return outs_, metrics
 
-  def report(self, data):
-    _, (_, metrics) = self.loss(data)
+  def report(self, data, inputs=None):
+    """Loss metrics of the batch, plus an open-loop video per image key
+    (openloop/KEY, see _openloop)."""
+    _, (_, metrics) = self.loss(data, inputs)
+    if rssm.image_keys(self.obs_space) and data['is_first'].shape[1] > (
+        self.config.replay_context + 1):
+      metrics.update(self._openloop(data))
     return metrics
+
+  def _openloop(self, data):
+    """Open-loop prediction: the posterior observes the first half of each
+    sequence, then the prior rolls on alone with the recorded actions.
+    Returns {'openloop/KEY': [T, 3H, B*W, C] uint8}: truth, prediction (the
+    decoder's mean) and their absolute difference stacked vertically, one
+    column per sequence."""
+    K = self.config.replay_context
+    T = data['is_first'].shape[1] - K
+    preds = self.dream(data, T // 2)
+    return {f'openloop/{key}': video.openloop_grid(
+        data[key][:, K:], preds[key], xp=jnp)
+        for key in rssm.image_keys(self.obs_space)}
+
+  def dream(self, data, ctx, length=None, policy=False):
+    """The posterior observes the first ctx steps after the replay context,
+    then the prior imagines `length` more steps (default: the rest of the
+    sequence) from prior samples, with the recorded actions or, with
+    policy=True, with actions the policy samples in imagination. Returns
+    {image key: [B, ctx + length, H, W, C] decoder means in [0, 255],
+    'reward': [B, ctx + length] predicted rewards, 'act_KEY': [B, length]
+    imagined actions (policy=True only)}."""
+    K = self.config.replay_context
+    length = data['is_first'].shape[1] - K - ctx if length is None else length
+    _, entries = self._observe(jax.tree.map(lambda x: x[:, :K + ctx], data))
+    start = {'deter': entries['deter'][:, -1], 'stoch': entries['stoch'][:, -1]}
+    out = {}
+    if policy:
+      sample = lambda f: {k: d.sample(nj.seed()) for k, d in self.pol(f).items()}
+      states, actions = self.dyn.imagine(start, sample, length)
+      states = jax.tree.map(lambda x: x[:, 1:], states)
+      out.update({f'act_{k}': v[:, :-1] for k, v in actions.items()})
+    else:
+      act = rssm.prep_action(
+          self.act_space, {k: data[k] for k in self.act_space})
+      # Step t consumes the action chosen at step t - 1.
+      prevact = act[:, K + ctx - 1:K + ctx - 1 + length]
+
+      def step(carry, action):
+        carry, _ = self.dyn.img_step(carry, action)
+        return carry, carry
+      _, states = nj.scan(step, start, prevact, axis=1)
+    feat = jnp.concatenate([self.dyn.feat(entries), self.dyn.feat(states)], 1)
+    for key, dist in self.dec(feat).items():
+      if key in rssm.image_keys(self.obs_space):
+        out[key] = sg(dist.pred()).astype(f32) * 255.0
+    out['reward'] = sg(self.rew(feat).pred()).astype(f32)
+    return out
 
   def uncertainty(self, data):
     """[B, T] unclipped dynamics KL of the trained steps: the train step's
@@ -196,41 +257,60 @@ class Dreamer(nj.Module):
     _, entries = self._observe(data)
     return sg(self.dyn.losses(entries)['dyn_raw']).astype(f32)
 
+  def _prevact(self, data):
+    """[B, T, A] the action each trained step consumes: the one chosen at
+    the step before it."""
+    K = self.config.replay_context
+    act = rssm.prep_action(self.act_space, {k: data[k] for k in self.act_space})
+    prevact = jnp.concatenate([jnp.zeros_like(act[:, :1]), act[:, :-1]], 1)
+    return prevact[:, K:]
+
   def _observe(self, data):
     """Posterior RSSM entries of the trained steps (after the context)."""
     K = self.config.replay_context
     B = data['is_first'].shape[0]
-    act = rssm.prep_action(self.act_space, {k: data[k] for k in self.act_space})
-    # Step t consumes the action chosen at step t - 1.
-    prevact = jnp.concatenate([jnp.zeros_like(act[:, :1]), act[:, :-1]], 1)
-    prevact = prevact[:, K:]
+    prevact = self._prevact(data)
     obs = {k: v[:, K:] for k, v in data.items() if k in self.obs_space}
     tokens = self.enc(obs)
     _, entries = self.dyn.observe(
         self._context(data, B, K), tokens, prevact, obs['is_first'])
     return obs, entries
 
-  def loss(self, data):
+  def loss(self, data, inputs=None):
     """Total loss and (outs for replay, metrics) for one batch."""
     c = self.config
     K = c.replay_context
     B, T = data['is_first'].shape[0], data['is_first'].shape[1] - K
+    inputs = self.host.inputs() if inputs is None else inputs
     obs, entries = self._observe(data)
     feat = self.dyn.feat(entries)
 
     losses, metrics, kl = self._world_model_loss(obs, entries, feat)
+    extra, scales = {}, {}  # Extension loss terms and their scales.
+    for ext in self.exts:
+      terms, mets = ext.losses(obs, entries, feat, self._prevact(data),
+                               inputs.get(ext.name, {}))
+      extra.update(terms)
+      scales.update({k: ext.loss_scales[k] for k in terms})
+      metrics.update(mets)
     # Imagination (and the replay value loss it bootstraps) starts from the
     # last L posterior states of each sequence only, to save compute.
     L = min(c.imag_last or T, T)
     last = lambda tree: jax.tree.map(lambda x: x[:, T - L:], tree)
     ret, imag_losses, imag_metrics = self._imagination_loss(
-        last(obs), last(entries))
+        last(obs), last(entries), inputs)
     losses.update(imag_losses)
     metrics.update(imag_metrics)
     losses['repval'], rdist, rret = self._replay_value_loss(
         last(obs), last(feat), ret[:, 0].reshape(B, L))
-    total = sum(c.loss_scales[k] * v.mean() for k, v in losses.items())
     metrics.update({f'loss/{k}': v.mean() for k, v in losses.items()})
+    for ext in self.exts:
+      for k, w in ext.loss_weights(inputs.get(ext.name, {})).items():
+        losses[k] = w * losses[k]
+    total = sum(c.loss_scales[k] * v.mean() for k, v in losses.items())
+    if extra:
+      total += sum(scales[k] * v.mean() for k, v in extra.items())
+      metrics.update({f'loss/{k}': v.mean() for k, v in extra.items()})
 
     outs_ = {}
     if K:
@@ -254,7 +334,12 @@ class Dreamer(nj.Module):
     losses = {}
     kl = self.dyn.losses(entries)
     losses['dyn'], losses['rep'] = kl['dyn'], kl['rep']
-    weights, metrics = self.recon_weights(obs)
+    weights, metrics = {}, {}
+    for ext in self.exts:
+      out = ext.recon_weights(obs)
+      if out is not None:
+        weights.update(out[0])
+        metrics.update(out[1])
     recs = {}
     for key, dist in self.dec(feat).items():
       if key in weights:
@@ -275,7 +360,7 @@ class Dreamer(nj.Module):
         'data/is_terminal': obs['is_terminal'].astype(f32).mean()})
     return losses, metrics, kl
 
-  def _imagination_loss(self, obs, entries):
+  def _imagination_loss(self, obs, entries, inputs):
     """Actor (REINFORCE on normalised advantages) and critic (lambda
     returns plus slow-critic regulariser) on rollouts from every given
     posterior state. Returns the lambda returns [starts, H] too."""
@@ -288,7 +373,12 @@ class Dreamer(nj.Module):
     states, actions = self.dyn.imagine(start, policy, c.imag_length)
     states, actions = sg(states), sg(actions)
     ifeat = self.dyn.feat(states)
-    rew = self.imag_reward(states, ifeat)
+    rew = self.rew(ifeat).pred()
+    ext_metrics = {}
+    for ext in self.exts:
+      rew, mets = ext.imag_reward(
+          states, actions, ifeat, rew, inputs.get(ext.name, {}))
+      ext_metrics.update(mets)
     con = self.con(ifeat).prob()
     con = con.at[:, 0].set(1.0 - obs['is_terminal'].reshape(-1).astype(f32))
     val = self.val(ifeat).pred()
@@ -311,7 +401,7 @@ class Dreamer(nj.Module):
         'ac/ret': ret.mean(), 'ac/val': val.mean(), 'ac/adv': adv.mean(),
         'ac/adv_std': adv.std(), 'ac/retnorm_scale': scale,
         'ac/entropy': ent.mean(), 'ac/imag_rew': rew.mean(),
-        'ac/imag_con': con.mean()}
+        'ac/imag_con': con.mean(), **ext_metrics}
     return ret, losses, metrics
 
   def _replay_value_loss(self, obs, feat, boot):

@@ -84,7 +84,7 @@ def _check_bools(config, block, name, prefix=''):
 
 
 # Logger outputs and the package each one needs (None: always available).
-OUTPUTS = {'terminal': None, 'jsonl': None, 'scope': 'scope',
+OUTPUTS = {'terminal': None, 'jsonl': None, 'videos': 'av', 'scope': 'scope',
            'tensorboard': 'tensorboardX', 'wandb': 'wandb'}
 
 
@@ -122,8 +122,8 @@ def check_values(config):
       raise ConfigError(
           f"Unknown agent.{head}.layout '{layout}': choose from "
           f"{', '.join(TWOHOT_LAYOUTS)}")
-  from dreamerv3 import masking
-  error = masking.check(config)
+  from dreamerv3 import extensions
+  error = extensions.check(config)
   if error:
     raise ConfigError(error)
 
@@ -188,9 +188,10 @@ def structural_keys(task):
   declared by the module that owns it, with what the key meant when an
   older logdir's config lacks it (None: not compared then)."""
   from embodied import envs
-  from dreamerv3 import agent
+  from dreamerv3 import agent, extensions
   suite = task.split('_', 1)[0]
-  rules = list(STRUCTURAL) + list(agent.STRUCTURAL)
+  rules = (list(STRUCTURAL) + list(agent.STRUCTURAL) +
+           list(extensions.structural()))
   if suite in envs.SUITES:
     module = importlib.import_module(envs.SUITES[suite])
     rules += [(rf'env\.{suite}\.{key}', None)
@@ -300,7 +301,7 @@ def make_sampler(config):
 
 
 def make_logger(config):
-  from embodied.run.common import JSONL, Summary, TensorBoard
+  from embodied.run.common import JSONL, Summary, TensorBoard, VideoFiles
   logdir = elements.Path(config.logdir)
   step = elements.Counter()
   outputs = []
@@ -311,11 +312,18 @@ def make_logger(config):
       outputs.append(JSONL(logdir, 'metrics.jsonl'))
       outputs.append(JSONL(
           logdir, 'scores.jsonl', r'^(episode|eval_episode)/(score|length)$'))
+    elif name == 'videos':
+      outputs.append(VideoFiles(logdir / 'videos', fps=config.logger.fps))
     elif name == 'scope':
-      # Writes into LOGDIR/scope.
-      outputs.append(elements.logger.ScopeOutput(logdir, fps=config.logger.fps))
+      # Writes into LOGDIR/scope. Its video format keeps its own frame rate
+      # unless told (elements sets a module constant that scope never reads).
+      output = elements.logger.ScopeOutput(logdir, fps=config.logger.fps)
+      for fmt in output.writer.fmts:
+        if hasattr(fmt, 'fps'):
+          fmt.fps = config.logger.fps
+      outputs.append(output)
     elif name == 'tensorboard':
-      outputs.append(TensorBoard(logdir / 'tensorboard'))
+      outputs.append(TensorBoard(logdir / 'tensorboard', fps=config.logger.fps))
     elif name == 'wandb':
       outputs.append(elements.logger.WandBOutput(
           name=logdir.name, project=config.logger.wandb_project,

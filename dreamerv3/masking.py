@@ -1,4 +1,4 @@
-"""Masked pixel reconstruction loss (seed 000): weight the pixels that move.
+"""Masked pixel reconstruction loss: weight the pixels that move.
 
 Most Atari pixels are static background; the few that change (ball, paddle,
 enemies) carry the information. A pixel value (per channel) at time t counts
@@ -9,8 +9,9 @@ starts (`is_first`), so a reset does not mark the whole frame as moving;
 `cross_episodes` reproduces the seed, whose window ignores episodes.
 
 Config (`dynamics.*`, the seed's names): masked_loss, k_steps,
-alpha_strength, cross_episodes. Installed on the agent's `recon_weights`
-seam, so the agent itself does not know about it.
+alpha_strength, cross_episodes. An extension (dreamerv3/extensions.py)
+that fills the `recon_weights` seam only: no parameters, no structural keys,
+no host state.
 """
 
 import jax
@@ -18,8 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import rssm
+from .extensions import Extension
 
 f32 = jnp.float32
+# Weights change no parameter shapes: any values can resume a logdir.
+STRUCTURAL = ()
 
 
 def moving_mask(images, is_first, k, cross_episodes=False):
@@ -49,14 +53,19 @@ def mask_weights(moving, alpha):
   return jnp.where(moving, f32(alpha), f32(1.0))
 
 
-class MaskedPixelLoss:
+class MaskedPixelLoss(Extension):
   """recon_weights seam: obs -> ({image key: weights}, metrics)."""
+
+  name = 'mask'
 
   def __init__(self, keys, k_steps, alpha_strength, cross_episodes=False):
     self.keys = tuple(keys)
     self.k = int(k_steps)
     self.alpha = float(alpha_strength)
     self.cross_episodes = bool(cross_episodes)
+
+  def recon_weights(self, obs):
+    return self(obs)
 
   def __call__(self, obs):
     weights, metrics = {}, {}
@@ -83,14 +92,14 @@ def check(config):
 
 
 def install(agent, config):
-  """Puts the masked loss on the agent's recon_weights seam if enabled."""
+  """The masked loss on the agent's recon_weights seam, or None when
+  disabled."""
   c = config.dynamics
   if not c.masked_loss:
-    return
+    return None
   keys = rssm.image_keys(agent.obs_space)
   if not keys:
     raise ValueError(
         'dynamics.masked_loss needs image observations, but the task has '
         f"none (observations: {', '.join(agent.obs_space)})")
-  agent.recon_weights = MaskedPixelLoss(
-      keys, c.k_steps, c.alpha_strength, c.cross_episodes)
+  return MaskedPixelLoss(keys, c.k_steps, c.alpha_strength, c.cross_episodes)

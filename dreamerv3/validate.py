@@ -25,6 +25,8 @@ RANGES = (
      0, None),
     (r'run\.steps', None, 1, None),
     (r'run\.env_max_restarts', INT, 0, None),
+    (r'run\.(report_batch|report_length)', INT, 1, None),
+    (r'run\.(report_every|video_every)', None, 0, None),
     (r'run\.train_ratio', None, 1e-9, None),
     (r'env\.dmc\.camera', INT, -1, None),
     (r'env\.\w+\.(repeat|episode_length)', INT, 1, None),
@@ -46,6 +48,12 @@ RANGES = (
     (r'agent\.\w+\.bins', INT, 2, None),
     (r'agent\.\w+\.unimix', None, 0, 1),
     (r'agent\.policy\.(minstd|maxstd)', None, 1e-6, None),
+    (r'agent\.intrinsic\.ensemble_size', INT, 2, None),
+    (r'agent\.intrinsic\.window', INT, 2, None),
+    (r'agent\.intrinsic\.lambda_(start|end|min|max)', None, 0, 1),
+    (r'agent\.intrinsic\.(ema_alpha|scale_rate|ema_rate_min|ema_rate_max)',
+     None, 1e-9, 1),
+    (r'agent\.intrinsic\.(decay_steps|temperature)', None, 1e-9, None),
 )
 
 

@@ -146,7 +146,7 @@ def count_flops(config, obs_space, act_space, seconds_per_update):
   data = agent._put(agent._dummy_batch())
   start = time.perf_counter()
   compiled = agent._train.lower(
-      agent.state, data, agent._next_seed()).compile()
+      agent.state, data, agent._inputs(), agent._next_seed()).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get('flops', 0.0))

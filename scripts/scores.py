@@ -12,7 +12,10 @@ A logdir is a directory with a `scores.jsonl` (one JSON object per line with
 
 Definitions (also printed with the table):
 - Method: the logdir's directory name, or its parent's name when the logdir
-  is called `seed<k>` (ROOT/<method>/seed<k>); `--method` overrides.
+  is called `seed<k>` (ROOT/<method>/seed<k>, or ROOT/<task>/<method>/seed<k>
+  as scripts/study.py writes with several --tasks); `--method` overrides.
+  The task always comes from config.yaml. An `experiment.json` in a given
+  directory (scripts/study.py --name) is printed above the table.
 - Env steps: the logged `step` (one per agent step) times the action repeat
   read from config.yaml at `env.<suite>.repeat` (atari100k falls back to
   `env.atari.repeat`), 1 when absent; `--repeat` overrides. Published curves
@@ -158,6 +161,22 @@ def find_logdirs(paths):
     if path.resolve() not in [p.resolve() for p in unique]:
       unique.append(path)
   return unique
+
+
+def read_experiments(paths):
+  """[(path, name, description)] of the experiment.json files in the given
+  directories."""
+  found = []
+  for path in map(pathlib.Path, paths):
+    file = path / 'experiment.json'
+    if path.is_dir() and file.is_file():
+      try:
+        info = json.loads(file.read_text())
+      except ValueError:
+        continue
+      found.append((str(path), info.get('name', ''),
+                    info.get('description', '')))
+  return found
 
 
 def method_label(logdir):
@@ -603,10 +622,17 @@ def main(argv=None):
   rows, aggregates = summarize(runs, args.last)
   if args.plot:
     plot(runs, args.plot, args.smooth)
+  experiments = read_experiments(args.logdirs)
   if args.json:
     print(json.dumps({'definitions': definitions(args), 'rows': rows,
-                      'aggregates': aggregates, 'plot': args.plot}, indent=1))
+                      'aggregates': aggregates, 'plot': args.plot,
+                      'experiments': [dict(zip(('root', 'name', 'description'),
+                                               e)) for e in experiments]},
+                     indent=1))
   else:
+    for root, name, description in experiments:
+      print(f'Experiment: {name}' + (f' - {description}' if description
+                                     else '') + f' ({root})')
     print(format_table(rows, aggregates, args))
     if args.plot:
       print(f'\nPlot: {args.plot}')

@@ -1,21 +1,36 @@
-"""Runs a replay-method study: dreamerv3/main.py once per (method, seed).
+"""Runs a study: dreamerv3/main.py once per (task, method, seed).
 
   python scripts/study.py --root ~/logdir/study \\
       --methods uniform uncertainty recency --seeds 0 1 2 \\
       --configs cartpole --parallel 2 -- --run.steps 2e4
+  python scripts/study.py --root ~/logdir/xp --name "DreamerV3-XP" \\
+      --description "disagreement vs plain" --configs bsuite \\
+      --tasks bsuite_catch/0 bsuite_cartpole/0 \\
+      --methods uniform disagreement_exp_decay --seeds 0 1 --slurm
   python scripts/scores.py ~/logdir/study --plot study.png
 
-Each run writes ROOT/<method>/seed<k> with `--configs <configs> <method>
---seed k` plus the flags after `--`; a method is a config block name
-(uniform, uncertainty, uncertainty_inf, uncertainty_caching, priority,
-recency, xp_replay). Runs that finished (a `done` marker written when
-main.py exits cleanly) are skipped, unfinished ones resume from their
-checkpoint. Output of each run goes to its logdir's study.log.
+Each run gets `--configs <configs> <method> --seed k` (and `--task T` with
+--tasks) plus the flags after `--`; a method is a config block name
+(uniform, uncertainty, xp_replay, disagreement_exp_decay, ...). Its logdir
+is ROOT/<method>/seed<k>, or ROOT/<task>/<method>/seed<k> when --tasks names
+several tasks (a '/' in a task name becomes '-'). Runs that finished (a
+`done` marker written when main.py exits cleanly) are skipped, unfinished
+ones resume from their checkpoint. Output of each run goes to its logdir's
+study.log.
+
+--name and --description are stored with the study's axes in
+ROOT/experiment.json (scripts/scores.py prints them with the results).
+--slurm runs nothing: it writes ROOT/slurm/<name>.sbatch, an `sbatch
+--array` script with one (task, method, seed) per array index (the
+unfinished ones), and prints its path; submit it with sbatch.
 """
 
 import argparse
+import json
 import os
 import pathlib
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -23,14 +38,16 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def command(args, method, seed, logdir):
-  return [sys.executable, str(ROOT / 'dreamerv3' / 'main.py'),
-          '--configs', *args.configs, method, '--seed', str(seed),
-          '--logdir', str(logdir), *args.extra]
+def command(args, run, python=None):
+  task, method, seed, logdir = run
+  task_flags = ['--task', task] if task else []
+  return [python or sys.executable, str(ROOT / 'dreamerv3' / 'main.py'),
+          '--configs', *args.configs, method, *task_flags,
+          '--seed', str(seed), '--logdir', str(logdir), *args.extra]
 
 
-def main(argv=None):
-  argv = sys.argv[1:] if argv is None else list(argv)
+def parse(argv):
+  argv = list(argv)
   extra = []
   if '--' in argv:
     extra = argv[argv.index('--') + 1:]
@@ -39,10 +56,21 @@ def main(argv=None):
   parser.add_argument('--root', required=True)
   parser.add_argument('--methods', nargs='+', required=True)
   parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+  parser.add_argument('--tasks', nargs='+', default=[],
+                      help='tasks (--task of main.py); default: the configs')
   parser.add_argument('--configs', nargs='*', default=[])
   parser.add_argument('--parallel', type=int, default=1)
+  parser.add_argument('--name', default='',
+                      help='experiment name, stored in ROOT/experiment.json')
+  parser.add_argument('--description', default='')
   parser.add_argument('--dry', action='store_true',
                       help='print the commands only')
+  parser.add_argument('--slurm', action='store_true',
+                      help='write an sbatch --array script instead of running')
+  parser.add_argument('--slurm_time', default='2-00:00:00')
+  parser.add_argument('--slurm_gpus', type=int, default=1)
+  parser.add_argument('--slurm_cpus', type=int, default=8)
+  parser.add_argument('--slurm_partition', default='')
   args = parser.parse_args(argv)
   args.extra = extra
   if args.parallel < 1:
@@ -51,35 +79,128 @@ def main(argv=None):
   for name in [*args.configs, *args.methods]:
     if name not in blocks:
       parser.error(f"Unknown config block '{name}'")
+  return args
 
+
+def runs(args, root):
+  """(task, method, seed, logdir) of every run; task None without
+  --tasks."""
+  tasks = args.tasks or [None]
+  out = []
+  for task in tasks:
+    base = root / task.replace('/', '-') if len(tasks) > 1 else root
+    for method in args.methods:
+      for seed in args.seeds:
+        out.append((task, method, seed, base / method / f'seed{seed}'))
+  return out
+
+
+def write_experiment(args, root):
+  """ROOT/experiment.json: name, description and the study's axes (the
+  creation time of an earlier file is kept)."""
+  path = root / 'experiment.json'
+  created = time.strftime('%Y-%m-%dT%H:%M:%S')
+  if path.exists():
+    try:
+      created = json.loads(path.read_text()).get('created', created)
+    except (OSError, ValueError):
+      pass
+  info = {
+      'name': args.name, 'description': args.description,
+      'tasks': args.tasks, 'methods': args.methods, 'seeds': args.seeds,
+      'configs': args.configs, 'extra': args.extra, 'created': created,
+      'updated': time.strftime('%Y-%m-%dT%H:%M:%S')}
+  root.mkdir(parents=True, exist_ok=True)
+  tmp = root / 'experiment.json.tmp'
+  tmp.write_text(json.dumps(info, indent=1) + '\n')
+  os.replace(tmp, path)
+  return path
+
+
+def slurm_script(args, root, todo):
+  """An sbatch --array script running todo[SLURM_ARRAY_TASK_ID]; returns
+  its path."""
+  name = re.sub(r'[^\w.-]+', '-', args.name or root.name).strip('-') or 'study'
+  folder = root / 'slurm'
+  folder.mkdir(parents=True, exist_ok=True)
+  path = folder / f'{name}.sbatch'
+  quote = lambda cmd: shlex.quote(' '.join(shlex.quote(a) for a in cmd))
+  lines = [
+      '#!/usr/bin/env bash',
+      f'#SBATCH --job-name={name}',
+      f'#SBATCH --array=0-{len(todo) - 1}',
+      f'#SBATCH --time={args.slurm_time}',
+      f'#SBATCH --cpus-per-task={args.slurm_cpus}',
+      f'#SBATCH --output={folder}/%A_%a.out',
+      '#SBATCH --requeue']
+  if args.slurm_gpus:
+    lines.append(f'#SBATCH --gres=gpu:{args.slurm_gpus}')
+  if args.slurm_partition:
+    lines.append(f'#SBATCH --partition={args.slurm_partition}')
+  lines += [
+      '# One (task, method, seed) per array index; a requeued or resubmitted',
+      '# run resumes from its checkpoint, a finished one is skipped.',
+      'set -euo pipefail',
+      f'cd {shlex.quote(str(ROOT))}',
+      'PYTHON="${PYTHON:-python}"',
+      'LOGDIRS=(']
+  lines += [f'  {shlex.quote(str(run[3]))}' for run in todo]
+  lines += [')', 'COMMANDS=(']
+  lines += [f'  {quote(command(args, run)[1:])}' for run in todo]
+  lines += [
+      ')',
+      'i="$SLURM_ARRAY_TASK_ID"',
+      'logdir="${LOGDIRS[$i]}"',
+      'if [ -e "$logdir/done" ]; then echo "Finished already: $logdir"; '
+      'exit 0; fi',
+      'mkdir -p "$logdir"',
+      'eval "\\"$PYTHON\\" ${COMMANDS[$i]}" >> "$logdir/study.log" 2>&1',
+      'date +%s > "$logdir/done"',
+      '']
+  path.write_text('\n'.join(lines))
+  return path
+
+
+def main(argv=None):
+  args = parse(sys.argv[1:] if argv is None else argv)
   root = pathlib.Path(os.path.expanduser(args.root))
   todo = []
-  for method in args.methods:
-    for seed in args.seeds:
-      logdir = root / method / f'seed{seed}'
-      if (logdir / 'done').exists():
-        print(f'Skipping finished {logdir}')
-        continue
-      todo.append((method, seed, logdir))
+  for run in runs(args, root):
+    if (run[3] / 'done').exists():
+      print(f'Skipping finished {run[3]}')
+      continue
+    todo.append(run)
   if args.dry:
-    for method, seed, logdir in todo:
-      print(' '.join(command(args, method, seed, logdir)))
+    for run in todo:
+      print(' '.join(shlex.quote(a) for a in command(args, run)))
+    return 0
+  if args.name or args.description:
+    write_experiment(args, root)
+  if args.slurm:
+    if not todo:
+      print('All runs finished already; no script written.')
+      return 0
+    path = slurm_script(args, root, todo)
+    print(f'{len(todo)} runs. Submit with: sbatch {path}')
+    print(path)
     return 0
 
   running, failed = [], []
   while todo or running:
     while todo and len(running) < args.parallel:
-      method, seed, logdir = todo.pop(0)
+      run = todo.pop(0)
+      task, method, seed, logdir = run
       logdir.mkdir(parents=True, exist_ok=True)
-      cmd = command(args, method, seed, logdir)
-      print(f'Starting {method} seed {seed}: {" ".join(cmd)}', flush=True)
+      cmd = command(args, run)
+      label = f'{task + " " if task else ""}{method} seed {seed}'
+      print(f'Starting {label}: {" ".join(cmd)}', flush=True)
       log = open(logdir / 'study.log', 'a')
       proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                               cwd=str(ROOT))
-      running.append((proc, log, method, seed, logdir, time.time()))
+      running.append((proc, log, label, logdir, time.time()))
     time.sleep(1.0)
     for entry in list(running):
-      proc, log, method, seed, logdir, start = entry
+      proc, log, label, logdir, start = entry
       if proc.poll() is None:
         continue
       running.remove(entry)
@@ -87,11 +208,10 @@ def main(argv=None):
       minutes = (time.time() - start) / 60
       if proc.returncode == 0:
         (logdir / 'done').write_text(f'{time.time()}\n')
-        print(f'Finished {method} seed {seed} in {minutes:.1f} min',
-              flush=True)
+        print(f'Finished {label} in {minutes:.1f} min', flush=True)
       else:
         failed.append(logdir)
-        print(f'FAILED {method} seed {seed} (exit {proc.returncode}); see '
+        print(f'FAILED {label} (exit {proc.returncode}); see '
               f'{logdir / "study.log"}', flush=True)
   if failed:
     print(f'{len(failed)} run(s) failed.')

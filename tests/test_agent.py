@@ -276,7 +276,7 @@ def test_imag_last_starts_from_the_last_posterior_states(built):
   obs, entries = seen['_observe'][1]
   T = obs['reward'].shape[1]
   assert T == 8 and L < T
-  imag_obs, imag_entries = seen['_imagination_loss'][0]
+  imag_obs, imag_entries = seen['_imagination_loss'][0][:2]
   for key in ('deter', 'stoch'):
     np.testing.assert_array_equal(imag_entries[key], entries[key][:, -L:])
   np.testing.assert_array_equal(imag_obs['is_terminal'],

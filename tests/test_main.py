@@ -249,6 +249,16 @@ BAD = {
     'unknown_suite': (['--task', 'nope_x'], 'nope_x'),
     'unknown_gym_env': (['--task', 'gym_NoSuchEnv-v0'], 'NoSuchEnv-v0'),
     'twohot_layout': (['--agent.value.layout', 'linear'], 'agent.value.layout'),
+    'ratio_nan': (['--run.train_ratio', 'nan'], 'run.train_ratio'),
+    'replay_empty': (['--replay.size', '0'], 'replay.size'),
+    'steps_negative': (['--run.steps', '-1'], 'run.steps'),
+    'deter_blocks': (['--agent.dyn.deter', '30'], 'agent.dyn.deter'),
+    'mask_no_images': (['--task', 'dummy_vector', '--dynamics.masked_loss',
+                        'True'], 'dynamics.masked_loss'),
+    'image_size': (['--task', 'dummy_image', '--env.size', '60,60'],
+                   'agent.enc.mults'),
+    'int_inf': (['--batch_size', 'inf'], 'batch_size'),
+    'devices': (['--jax.train_devices', '3'], 'jax.train_devices'),
 }
 
 
@@ -342,3 +352,22 @@ def test_cuda_platform_fails(cuda_run):
 def test_cuda_platform_message(cuda_run):
   _, proc = cuda_run
   check_error(proc, 'cuda')
+
+
+def test_resume_after_upgrade_adds_structural_keys(env, short_run, tmp_path):
+  """A logdir from a version without some structural keys resumes: keys it
+  lacks are not compared unless their absence meant other behaviour."""
+  import shutil
+  import ruamel.yaml as yaml
+  logdir = tmp_path / 'old'
+  shutil.copytree(short_run[0], logdir)
+  path = logdir / 'config.yaml'
+  data = yaml.YAML(typ='safe').load(path.read_text())
+  del data['agent']['dec']['fast']  # Structural, added in some version.
+  del data['replay']['fracs']['recency']
+  with path.open('w') as f:
+    yaml.YAML(typ='safe').dump(data, f)
+  proc = run(env, logdir, '--run.steps', '160')
+  check_ok(proc)
+  assert 'Loaded checkpoint' in proc.stdout
+  assert ckpt_step(logdir) >= 160

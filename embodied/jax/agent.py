@@ -3,10 +3,13 @@
 The model is a ninjax module with methods
   init_policy(batch_size) -> carry
   policy(carry, obs, mode) -> (carry, act, outs)
-  train(data) -> (outs, metrics)
-  report(data) -> metrics
+  train(data, inputs) -> (outs, metrics)
+  report(data, inputs) -> metrics
   uncertainty(data) -> [B, T] per-step values (optional; no state change)
   after_init() (optional): adjusts the freshly created state once
+and optionally an attribute `host`: per-run host state whose inputs()
+({name: {key: array}}, fixed shapes) enter train() and report() as
+replicated input arrays on every call, so new values never recompile.
 The wrapper owns the state (parameters, optimizer and normaliser state),
 compiles each method once, shards the batch over `train_devices` and keeps
 everything else replicated.
@@ -78,6 +81,8 @@ class Agent:
     # Extra per-step keys the model keeps in replay (e.g. latents).
     self.ext_space = self.model.ext_space() if hasattr(
         self.model, 'ext_space') else {}
+    # Host state of the model (schedules fed by the run loop), or None.
+    self.host = getattr(self.model, 'host', None)
     self.rng = np.random.default_rng(seed)
     self.seed = seed
 
@@ -111,13 +116,15 @@ class Agent:
   def train(self, data):
     data = self._put(data)
     self.state, (outs, metrics) = self._call(
-        'train', self._train, self.state, data, self._next_seed())
+        'train', self._train, self.state, data, self._inputs(),
+        self._next_seed())
     return _to_host(outs), _to_host(metrics)
 
   def report(self, data):
     data = self._put(data)
     metrics = self._call(
-        'report', self._report, self.state, data, self._next_seed())
+        'report', self._report, self.state, data, self._inputs(),
+        self._next_seed())
     return _to_host(metrics)
 
   def uncertainty(self, data):
@@ -176,6 +183,13 @@ class Agent:
 
   # Internals.
 
+  def _inputs(self):
+    """The host's current inputs as float32 NumPy arrays ({} without)."""
+    if self.host is None:
+      return {}
+    return {k: {n: np.asarray(v, np.float32) for n, v in d.items()}
+            for k, d in self.host.inputs().items()}
+
   def _next_seed(self):
     return np.asarray(self.rng.integers(0, 2 ** 31, 2), np.uint32)
 
@@ -208,7 +222,7 @@ class Agent:
     use the same modules."""
     data = self._dummy_batch(len(self.mesh.devices), 2 + self.config.replay_context)
     seed = np.array([self.seed, 0], np.uint32)
-    state = nj.init(self.model.train)({}, data, seed=seed)
+    state = nj.init(self.model.train)({}, data, self._inputs(), seed=seed)
     if hasattr(self.model, 'after_init'):
       state, _ = nj.pure(self.model.after_init)(state, seed=seed)
     self.state = jax.device_put(state, self.replicated)
@@ -217,17 +231,17 @@ class Agent:
     jit = jax.jit if self.config.jax.jit else (lambda f, **kw: f)
     rep, bat = self.replicated, self.batched
 
-    def train(state, data, seed):
-      state, out = nj.pure(self.model.train)(state, data, seed=seed)
+    def train(state, data, inputs, seed):
+      state, out = nj.pure(self.model.train)(state, data, inputs, seed=seed)
       return state, out
     self._train = jit(
-        train, in_shardings=(rep, bat, rep), out_shardings=(rep, rep),
+        train, in_shardings=(rep, bat, rep, rep), out_shardings=(rep, rep),
         donate_argnums=(0,))
 
-    def report(state, data, seed):
-      _, metrics = nj.pure(self.model.report)(state, data, seed=seed)
+    def report(state, data, inputs, seed):
+      _, metrics = nj.pure(self.model.report)(state, data, inputs, seed=seed)
       return metrics
-    self._report = jit(report, in_shardings=(rep, bat, rep))
+    self._report = jit(report, in_shardings=(rep, bat, rep, rep))
 
     def uncertainty(state, data, seed):
       # Any state writes are dropped (modify=False trips over the RSSM's

@@ -10,6 +10,8 @@ import time
 import elements
 import numpy as np
 
+from embodied.core import video
+
 from .priorities import PriorityRefresh
 
 
@@ -65,15 +67,29 @@ class Learner:
     self.replay = replay
     self.batch_size = batch_size
     self.ext_space = getattr(agent, 'ext_space', {})
+    self.context = context
     self.updates = 0
     self.refresh = PriorityRefresh(
         agent, replay, batch_size, cache_every, context, self._complete) \
         if cache_every else None
 
-  def batch(self, commit=True):
+  def batch(self, commit=True, size=None):
     """commit=False for batches that are not trained on (reports): replay
-    keeps its sampler state and online queue as they are."""
-    return self._complete(self.replay.sample(self.batch_size, commit))
+    keeps its sampler state and online queue as they are. size: another
+    batch size than the train batch's."""
+    return self._complete(
+        self.replay.sample(size or self.batch_size, commit))
+
+  def report_batch(self, size, length):
+    """A report batch: `size` replay sequences (not trained on) cut to
+    their context and first `length` steps (at most the whole sequence).
+    The size is rounded up to a multiple of the agent's train devices,
+    which each take an equal share."""
+    mesh = getattr(self.agent, 'mesh', None)
+    devices = mesh.devices.size if mesh is not None else 1
+    data = self.batch(commit=False, size=-(-size // devices) * devices)
+    steps = min(self.context + length, data['stepid'].shape[1])
+    return {k: v[:, :steps] for k, v in data.items()}
 
   def stats(self):
     return self.refresh.stats() if self.refresh else {}
@@ -97,6 +113,42 @@ class Learner:
     if self.refresh:
       self.refresh(self.updates)
     return metrics
+
+
+def log_report(logger, agg, metrics):
+  """Report outputs: scalars go to agg (averaged until the next log),
+  open-loop videos ([T, 3H, B*W, C]) straight to the logger, rendered."""
+  for key, value in metrics.items():
+    if np.ndim(value) == 4:
+      cell = (value.shape[1] // 3, value.shape[1] // 3)
+      logger.add({f'report/{key}': video.render(value, cell=cell)})
+    else:
+      agg.add({key: value}, prefix='report')
+
+
+class PolicyVideo:
+  """Driver callback: every `every` seconds (0 = never) records the next
+  whole episode of env worker 0 and, on log(), adds it as PREFIX/KEY per
+  image key. Tasks without images log nothing."""
+
+  def __init__(self, every, prefix='policy', max_frames=1000):
+    self.prefix = prefix
+    self.clock = elements.when.Clock(every) if every else None
+    self.recorder = video.EpisodeRecorder(0, max_frames)
+
+  def __call__(self, tran, worker):
+    if self.clock:
+      self.recorder(tran, worker)
+
+  def log(self, logger):
+    if not self.clock:
+      return
+    result = self.recorder.done()
+    if result:
+      logger.add({f'{self.prefix}/{k}': video.render(v)
+                  for k, v in result.items()})
+    if self.clock():
+      self.recorder.arm()
 
 
 class Summary:
@@ -183,9 +235,10 @@ class TensorBoard:
   """elements.Logger output writing scalars (and images) with tensorboardX,
   so TensorBoard logs need no TensorFlow install."""
 
-  def __init__(self, logdir):
+  def __init__(self, logdir, fps=15):
     from tensorboardX import SummaryWriter
     self.writer = SummaryWriter(str(logdir), flush_secs=30)
+    self.fps = fps
 
   def __call__(self, summaries):
     for step, name, value in summaries:
@@ -193,4 +246,44 @@ class TensorBoard:
         self.writer.add_scalar(name, float(value), step)
       elif isinstance(value, np.ndarray) and value.ndim == 3:
         self.writer.add_image(name, value, step, dataformats='HWC')
+      elif isinstance(value, np.ndarray) and value.ndim == 4:
+        self._video(name, value, step)
     self.writer.flush()
+
+  def wait(self):
+    """Puts everything written so far on disk (elements.Logger.close calls
+    it): tensorboardX writes from a queue that flush() does not drain. A
+    later write opens a new event file."""
+    self.writer.close()
+
+  def _video(self, name, value, step):
+    # An animated GIF in an image summary (TensorBoard's Images tab plays
+    # it): tensorboardX's add_video would need moviepy for the same GIF.
+    from tensorboardX.proto.summary_pb2 import Summary as Proto
+    value = video.render(value, min_size=1)
+    T, H, W, _ = value.shape
+    image = Proto.Image(
+        height=H, width=W, colorspace=3,
+        encoded_image_string=video.encode_gif(value, self.fps))
+    summary = Proto(value=[Proto.Value(tag=name, image=image)])
+    self.writer._get_file_writer().add_summary(summary, step)
+
+
+class VideoFiles:
+  """elements.Logger output writing every video ([T, H, W, C]) to
+  DIR/NAME-STEP.mp4 (NAME with '/' as '-'), for any video player."""
+
+  def __init__(self, directory, fps=15, ext='mp4'):
+    self.directory = elements.Path(directory)
+    self.fps = fps
+    self.ext = ext
+
+  def __call__(self, summaries):
+    for step, name, value in summaries:
+      if not (isinstance(value, np.ndarray) and value.ndim == 4):
+        continue
+      self.directory.mkdir()
+      path = self.directory / f"{name.replace('/', '-')}-{int(step):010d}.{self.ext}"
+      tmp = path.parent / (path.name + '.tmp.' + self.ext)
+      video.write(tmp, value, self.fps)
+      tmp.move(path)

@@ -35,12 +35,21 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   driver.on_step(lambda tran, worker: step.increment())
   driver.on_step(replay.add)
   driver.on_step(episodes)
+  # Host state of the agent's extensions (e.g. an intrinsic reward
+  # schedule): sees every env step, saved with the run.
+  host = getattr(agent, 'host', None)
+  if host:
+    driver.on_step(host.on_step)
+  policy_video = common.PolicyVideo(args.get('video_every', 0))
+  driver.on_step(policy_video)
 
   checkpoint = Checkpoint(logdir / 'ckpt')
   checkpoint.register('step', step)
   checkpoint.register('agent', agent)
   checkpoint.register('replay', replay)
   checkpoint.register('limiter', limiter)
+  if host:
+    checkpoint.register('host', host)
   resume(checkpoint, args.from_checkpoint)
 
   timer = Timers()
@@ -70,7 +79,10 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
       for hook in hooks:
         hook(agent, logger)
       if should_report() and len(replay):
-        agg.add(agent.report(learner.batch(commit=False)), prefix='report')
+        common.log_report(logger, agg, agent.report(learner.report_batch(
+            args.get('report_batch', args.batch_size),
+            args.get('report_length', args.batch_length))))
+      policy_video.log(logger)
       if should_log(int(step)):
         progress.clear()
         logger.add(agg.result())

@@ -26,10 +26,16 @@ def train_eval(make_agent, make_replay, make_env, make_logger, args):
                                max_restarts=args.env_max_restarts)
       state['episodes'] = common.Episodes(logger, prefix='eval_episode')
       state['driver'].on_step(state['episodes'])
+      state['video'] = common.PolicyVideo(
+          args.get('video_every', 0), prefix='eval_policy')
+      state['driver'].on_step(state['video'])
     driver, episodes = state['driver'], state['episodes']
     driver.reset(agent.init_policy)
     policy = lambda carry, obs: agent.policy(carry, obs, mode='eval')
+    # Arms the recorder for this phase's first episode of eval env 0.
+    state['video'].log(logger)
     driver(policy, episodes=args.eval_eps)
+    state['video'].log(logger)
     logger.add(driver.stats(), prefix='eval')
     print(f'Evaluation: mean score {episodes.mean_recent():.1f} over the '
           f'last {len(episodes.recent)} episodes')

@@ -1,0 +1,415 @@
+"""Latent reward disagreement (dreamerv3/intrinsic.py): members against a
+per-member loop, reward types and schedules against their formulas, the
+disabled extension against the plain agent, and one agent with masked loss,
+intrinsic reward and a priority signal trained end to end (built once)."""
+
+import collections
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import ninjax as nj
+import numpy as np
+import pytest
+
+from dreamerv3 import extensions, intrinsic
+from dreamerv3 import main as dmain
+from dreamerv3.agent import Dreamer
+from embodied import jax as ejax
+from tests.helpers import fill_params
+
+SEED = np.uint32([0, 0])
+
+
+def spaces(config):
+  env = dmain.make_env(config, 0)
+  obs_space = {k: v for k, v in env.obs_space.items()
+               if not k.startswith('log/')}
+  act_space = {k: v for k, v in env.act_space.items() if k != 'reset'}
+  env.close()
+  return obs_space, act_space
+
+
+def dummy_data(model, length=4, batch=2):
+  spaces_ = {**model.obs_space, **model.act_space, **model.ext_space()}
+  data = {k: np.zeros((batch, length, *s.shape), s.dtype)
+          for k, s in spaces_.items()}
+  data['stepid'] = np.zeros((batch, length), np.int64)
+  return data
+
+
+# Members.
+
+def ensemble_state(K=3, layers=2, units=5, din=4, dout=6):
+  module = intrinsic.Ensemble(dout, size=K, layers=layers, units=units,
+                              name='ens')
+  x = np.random.default_rng(0).normal(size=(7, din)).astype(np.float32)
+  state = nj.init(module)({}, x, seed=SEED)
+  # Distinct biases and norm scales, so a mix-up of members shows.
+  rng = np.random.default_rng(1)
+  state = {k: v + rng.normal(0, 0.3, v.shape).astype(np.float32)
+           for k, v in state.items()}
+  return module, state, x
+
+
+def loop_members(state, x, K, layers, eps=1e-4):
+  """Each member on its own, in NumPy."""
+  outs = []
+  for k in range(K):
+    h = x.astype(np.float64)
+    for i in range(layers + 1):
+      h = h @ state[f'ens/kernel{i}'][k] + state[f'ens/bias{i}'][k]
+      if i < layers:
+        h = h / np.sqrt((h * h).mean(-1, keepdims=True) + eps)
+        h = h * state[f'ens/scale{i}'][k]
+        h = h / (1 + np.exp(-h))
+    outs.append(h)
+  return np.stack(outs)
+
+
+@pytest.mark.parametrize('layers', [0, 2])
+def test_members_equal_per_member_loop(layers):
+  module, state, x = ensemble_state(layers=layers)
+  _, got = jax.jit(nj.pure(module))(state, x, seed=SEED)
+  want = loop_members({k: np.asarray(v) for k, v in state.items()}, x, 3,
+                      layers)
+  assert got.shape == (3, 7, 6)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+
+
+def test_identical_members_give_zero_disagreement():
+  module, state, x = ensemble_state()
+  same = {k: jnp.repeat(v[:1], 3, 0) for k, v in state.items()}
+  _, pred = jax.jit(nj.pure(module))(same, x, seed=SEED)
+  ref = np.zeros(pred.shape[1:], np.float32)
+  np.testing.assert_array_equal(pred[0], pred[1])
+  np.testing.assert_array_equal(pred[0], pred[2])
+  for kind in ('disagreement', 'max_disagreement'):
+    # Zero up to the rounding of the mean over members.
+    np.testing.assert_allclose(
+        np.asarray(intrinsic.bonus(pred, ref, kind)), 0.0, atol=1e-12)
+  # And not zero for distinct members.
+  _, pred = jax.jit(nj.pure(module))(state, x, seed=SEED)
+  assert float(intrinsic.bonus(pred, ref, 'disagreement').min()) > 0
+
+
+# Reward types.
+
+def test_reward_types_equal_their_formulas():
+  # K = 3 members, 2 steps, rewards as scalars (D = 1).
+  r = np.array([[1.0, 0.0], [2.0, 0.5], [6.0, 1.0]], np.float32)
+  own = np.array([2.0, 1.5], np.float32)
+  mean = r.mean(0)  # [3, 0.5]
+  var = ((r - mean) ** 2).mean(0)  # [14/3, 1/6]
+  np.testing.assert_allclose(var, [14 / 3, 1 / 6], rtol=1e-6)
+  want = {
+      'disagreement': var,
+      'prediction_error': (mean - own) ** 2,  # [1, 1]
+      'max_disagreement': ((r - mean) ** 2).max(0),  # [9, 0.25]
+  }
+  np.testing.assert_allclose(want['max_disagreement'], [9, 0.25])
+  for kind, value in want.items():
+    got = intrinsic.bonus(jnp.asarray(r[..., None]),
+                          jnp.asarray(own[..., None]), kind)
+    np.testing.assert_allclose(np.asarray(got), value, rtol=1e-6,
+                               err_msg=kind)
+  # State disagreement: squared deviations averaged over feature dims.
+  x = np.random.default_rng(0).normal(size=(4, 5, 3)).astype(np.float32)
+  ref = np.zeros((5, 3), np.float32)
+  got = intrinsic.bonus(jnp.asarray(x), jnp.asarray(ref), 'disagreement')
+  np.testing.assert_allclose(np.asarray(got), x.var(0).mean(-1), rtol=1e-5)
+
+
+# Schedules.
+
+def test_exp_decay_schedule_equals_formula():
+  host = intrinsic.Schedule('exp_decay', 0.4, 0.9, 50.0, 0.1, 3, 1.0, 0, 1)
+  tran = {'is_first': False, 'is_last': False, 'reward': 0.0}
+  for step in range(200):
+    want = 1 - (0.1 + (0.6 - 0.1) * math.exp(-step / 50.0))
+    assert host.value() == pytest.approx(want)
+    assert host.inputs()['lambda'] == np.float32(want)
+    host.on_step(tran, 0)
+  assert host.inputs()['steps'] == 200
+  assert intrinsic.Schedule(
+      'constant', 0.3, 0.9, 1.0, 0.1, 3, 1.0, 0, 1).value() == 0.3
+
+
+def loop_slope(returns, alpha, window, start, temp, lo, hi):
+  """The slope_ema lambda after each episode, in plain Python."""
+  out, emas, ema = [], [], None
+  for ret in returns:
+    ema = ret if ema is None else alpha * ret + (1 - alpha) * ema
+    emas.append(ema)
+    if len(emas) < window:
+      out.append(start)
+      continue
+    w = emas[-window:]
+    low, high = min(w), max(w)
+    scaled = [(e - low) / (high - low) if high > low else 0.0 for e in w]
+    slope = scaled[-1] - scaled[0]
+    out.append(min(hi, max(lo, 1 / (1 + math.exp(-slope / temp)))))
+  return out
+
+
+def test_slope_ema_schedule_equals_loop():
+  rng = np.random.default_rng(0)
+  returns = list(np.concatenate([
+      np.linspace(10, 0, 8), np.full(6, 3.0), np.linspace(0, 20, 10)]) +
+      rng.normal(0, 0.5, 24))
+  args = ('slope_ema', 0.25, 0.9, 1.0, 0.3, 5, 0.5, 0.2, 0.8)
+  host = intrinsic.Schedule(*args)
+  want = loop_slope(returns, 0.3, 5, 0.25, 0.5, 0.2, 0.8)
+  got = []
+  for ret in returns:
+    host.add_return(ret)
+    got.append(host.value())
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+  assert got[:4] == [0.25] * 4  # Window not yet full: the start value.
+  assert min(got[4:]) == pytest.approx(0.2) or min(got[4:]) > 0.2
+  assert max(got) <= 0.8 and len(set(got[4:])) > 2
+  # A flat window has slope 0: sigmoid(0) = 0.5.
+  flat = intrinsic.Schedule('slope_ema', 0.1, 0.9, 1.0, 0.5, 4, 1.0, 0, 1)
+  for _ in range(4):
+    flat.add_return(7.0)
+  assert flat.value() == 0.5
+
+
+def test_schedule_counts_episodes_from_env_steps():
+  host = intrinsic.Schedule('slope_ema', 0.1, 0.9, 1.0, 1.0, 2, 1.0, 0, 1)
+  # Two workers; the first step's reward does not count (as in Episodes).
+  steps = [(0, True, False, 5.0), (1, True, False, 0.0), (0, False, False, 1.0),
+           (1, False, False, 2.0), (0, False, True, 3.0), (1, False, True, 1.0)]
+  for worker, first, last, reward in steps:
+    host.on_step({'is_first': first, 'is_last': last, 'reward': reward},
+                 worker)
+  assert host.steps == 6 and list(host.emas) == [4.0, 3.0]
+  # ema_alpha 1: the EMA is the last return; slope -1 -> sigmoid(-1).
+  assert host.value() == pytest.approx(1 / (1 + math.e))
+  data = host.save()
+  other = intrinsic.Schedule('slope_ema', 0.1, 0.9, 1.0, 1.0, 2, 1.0, 0, 1)
+  other.load(data)
+  assert other.save() == data and other.value() == host.value()
+
+
+# Config.
+
+def test_config_checks_and_structure():
+  for flags, key in [
+      (['--agent.intrinsic.learn_strategy', 'boost'], 'learn_strategy'),
+      (['--agent.intrinsic.reward_type', 'x'], 'reward_type'),
+      (['--agent.intrinsic.lambda_min', '0.9', '--agent.intrinsic.lambda_max',
+        '0.1'], 'lambda_min'),
+      (['--agent.intrinsic.ensemble_size', '1'], 'ensemble_size'),
+      (['--agent.intrinsic.lambda_start', '1.5'], 'lambda_start')]:
+    config = dmain.parse(['--configs', 'debug'] + flags)
+    with pytest.raises(dmain.ConfigError, match=key):
+      dmain.check_values(config)
+  for block in ('disagreement_exp_decay', 'disagreement_slope_ema',
+                'xp_disagreement_exp_decay', 'xp_disagreement_slope_ema'):
+    config = dmain.parse(['--configs', 'debug', block])
+    dmain.check_values(config)
+    assert config.agent.use_intrinsic
+  config = dmain.parse(['--configs', 'debug', 'xp_disagreement_slope_ema'])
+  assert config.replay.fracs.priority == 1.0
+  assert config.agent.intrinsic.scheduling_strategy == 'slope_ema'
+  # Structural: a logdir from before the extension had it off.
+  rules = dmain.structural_keys('dummy_disc')
+  legacy = lambda key: next(l for p, l in rules if re.fullmatch(p, key))
+  assert legacy('agent.use_intrinsic') is False
+  assert legacy('agent.intrinsic.ensemble_size') is None
+
+
+# The disabled extension is the plain agent.
+
+def lowered_train(argv, plain=False, monkeypatch=None):
+  config = dmain.parse(['--configs', 'debug', '--task', 'dummy_vector'] + argv)
+  obs_space, act_space = spaces(config)
+  if plain:
+    monkeypatch.setattr(extensions, 'MODULES', ())
+  model = Dreamer(obs_space, act_space, dmain.agent_config(config),
+                  name='agent')
+  if plain:
+    monkeypatch.undo()
+  data = dummy_data(model)
+  shapes = jax.eval_shape(lambda d: nj.pure(model.train)(
+      {}, d, create=True, seed=SEED)[0], data)
+  state = {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
+  text = jax.jit(nj.pure(model.train)).lower(
+      state, data, seed=SEED).as_text()
+  return model, shapes, text
+
+
+def test_disabled_is_bit_identical_to_plain_agent(monkeypatch):
+  """use_intrinsic False (with other intrinsic options changed too) gives
+  the very same train-step program as the agent without any extension:
+  same parameters (names, shapes) and the same XLA computation, hence the
+  same loss and parameters after a step, bit for bit, for any seed."""
+  plain, plain_shapes, plain_text = lowered_train([], True, monkeypatch)
+  assert plain.exts == [] and not plain.host
+  off, off_shapes, off_text = lowered_train(
+      ['--agent.intrinsic.ensemble_size', '3',
+       '--agent.intrinsic.learn_strategy', 'ema'])
+  assert off.exts == [] and not off.host
+  assert {k: (s.shape, s.dtype) for k, s in off_shapes.items()} == {
+      k: (s.shape, s.dtype) for k, s in plain_shapes.items()}
+  assert off_text == plain_text
+  _, on_shapes, on_text = lowered_train(['--agent.use_intrinsic', 'True'])
+  assert any(k.startswith('agent/intrinsic/') for k in on_shapes)
+  assert on_text != plain_text
+
+
+@pytest.mark.parametrize('strategy,exploration,reward,task', [
+    ('ema', 'state_disagreement', 'max_disagreement', 'dummy_cont'),
+    ('perturbed_starts', 'reward_variance', 'prediction_error', 'dummy_cont'),
+])
+def test_other_strategies_trace(strategy, exploration, reward, task):
+  config = dmain.parse([
+      '--configs', 'debug', '--task', task, '--agent.use_intrinsic', 'True',
+      '--agent.intrinsic.learn_strategy', strategy,
+      '--agent.intrinsic.exploration_type', exploration,
+      '--agent.intrinsic.reward_type', reward, '--agent.imag_last', '2'])
+  obs_space, act_space = spaces(config)
+  model = Dreamer(obs_space, act_space, dmain.agent_config(config),
+                  name='agent')
+  assert model.opt.modules[-1] is model.val  # Nothing trainable added.
+  shapes, (outs_, metrics) = jax.eval_shape(lambda d: nj.pure(model.train)(
+      {}, d, create=True, seed=SEED), dummy_data(model))
+  assert 'intrinsic/disagreement' in metrics
+  assert 'loss/ensemble' not in metrics
+  ema = [k for k in shapes if k.startswith('agent/intrinsic/ema')]
+  assert bool(ema) == (strategy == 'ema')
+  for key in ema:
+    assert shapes[key].shape[0] == 5
+
+
+def test_ema_members_track_the_core():
+  """ema: after a step, copy k moves toward the core at its own rate."""
+  config = dmain.parse([
+      '--configs', 'debug', '--task', 'dummy_disc', '--agent.use_intrinsic',
+      'True', '--agent.intrinsic.learn_strategy', 'ema'])
+  obs_space, act_space = spaces(config)
+  model = Dreamer(obs_space, act_space, dmain.agent_config(config),
+                  name='agent')
+  ext = model.exts[0]
+
+  def run(state):
+    return nj.pure(lambda: (ext.after_train(), ext._ema_params())[1])(
+        state, seed=SEED)
+
+  state = fill_params(model.loss, dummy_data(model))
+  prefix = 'agent/dyn/'
+  core = sorted(k for k in state if k.startswith(prefix) and
+                re.fullmatch(intrinsic.CORE, k[len(prefix):]))
+  assert len(core) == len(
+      [k for k in state if k.startswith('agent/intrinsic/ema')])
+  assert any('gates' in k for k in core) and not any('img' in k for k in core)
+  # Copies at the old core, the core one higher since.
+  moved = dict(state)
+  for i, key in enumerate(core):
+    moved[f'agent/intrinsic/ema{i}'] = jnp.repeat(state[key][None], 5, 0)
+    moved[key] = state[key] + 1.0
+  _, params = run(moved)
+  core = {k: state[k] for k in core}
+  rates = np.exp(np.linspace(np.log(0.001), np.log(0.1), 5))
+  for key, value in core.items():
+    np.testing.assert_allclose(
+        np.asarray(params[key]),
+        np.asarray(value)[None] + rates.reshape((-1,) + (1,) * value.ndim),
+        rtol=1e-5, atol=1e-6)
+
+
+# One agent with masked loss, intrinsic reward and a priority signal.
+
+ARGS = ['--configs', 'debug', '--task', 'dummy_image', '--env.size', '16',
+        '16', '--dynamics.masked_loss', 'True', '--agent.use_intrinsic',
+        'True', '--replay.priosignal', 'model', '--agent.imag_last', '4',
+        '--agent.opt.warmup', '0', '--agent.opt.lr', '1e-3']
+
+
+@pytest.fixture(scope='module')
+def agent():
+  config = dmain.parse(ARGS)
+  dmain.check_values(config)
+  obs_space, act_space = spaces(config)
+  return ejax.Agent(Dreamer, obs_space, act_space,
+                    dmain.agent_config(config), seed=0)
+
+
+def image_batch(agent, seed):
+  rng = np.random.default_rng(seed)
+  data = agent._dummy_batch()
+  B, L = data['is_first'].shape
+  data['image'] = rng.integers(0, 255, data['image'].shape).astype(np.uint8)
+  data['image'][:, 1::2] = data['image'][:, :1]  # Some pixels stay still.
+  data['reward'] = rng.normal(0, 1, (B, L)).astype(np.float32)
+  data['is_first'][:, 0] = True
+  data['action'] = rng.integers(0, 6, (B, L)).astype(np.int32)
+  data['stepid'] = np.arange(B * L).reshape(B, L)
+  return data
+
+
+def test_masked_intrinsic_priority_trains(agent):
+  assert agent.host and set(agent.host.hosts) == {'intrinsic'}
+  assert [e.name for e in agent.model.exts] == ['mask', 'intrinsic']
+  # The optimizer trains the members.
+  assert agent.model.exts[1].members in agent.model.opt.modules
+  for i in range(2):
+    outs, metrics = agent.train(image_batch(agent, i))
+    for key, value in metrics.items():
+      assert np.all(np.isfinite(value)), key
+  assert outs['priority']['value'].shape == (4, 8)
+  for key in ('intrinsic/reward_intr', 'intrinsic/reward_ext',
+              'intrinsic/disagreement', 'intrinsic/lambda',
+              'intrinsic/ensemble_loss', 'loss/ensemble',
+              'mask/moving_frac_image'):
+    assert key in metrics, key
+  assert metrics['intrinsic/lambda'] == np.float32(0.5)
+  assert metrics['intrinsic/disagreement'] > 0
+
+
+def test_lambda_changes_without_recompiling(agent):
+  host = agent.host.hosts['intrinsic']
+  data = image_batch(agent, 5)
+  agent.train(data)
+  before = agent.compile_counts()
+  seen = []
+  for steps in (0, 50_000, 500_000):
+    host.steps = steps
+    _, metrics = agent.train(data)
+    seen.append(float(metrics['intrinsic/lambda']))
+  assert agent.compile_counts() == before
+  assert seen[0] < seen[1] < seen[2] <= 0.99
+  assert seen[1] == pytest.approx(
+      intrinsic.exp_decay_lambda(50_000, 0.5, 0.99, 1e5), rel=1e-6)
+  host.steps = 0
+
+
+def test_ensemble_loss_decreases_on_fixed_batch(agent):
+  data = image_batch(agent, 7)
+  losses = [float(agent.train(data)[1]['loss/ensemble']) for _ in range(6)]
+  assert losses[-1] < losses[0], losses
+
+
+def test_resume_restores_members_and_schedule(agent):
+  host = agent.host.hosts['intrinsic']
+  for ret in (1.0, 2.0, 5.0):
+    host.add_return(ret)
+  host.steps = 1234
+  saved, saved_host = agent.save(), agent.host.save()
+  members = {k: v for k, v in saved.items()
+             if k.startswith('agent/intrinsic/members/')}
+  assert members and all(v.shape[0] == 5 for v in members.values())
+  agent.train(image_batch(agent, 9))
+  host.add_return(-3.0)
+  host.steps = 99
+  changed = agent.save()
+  assert any(not np.array_equal(changed[k], v) for k, v in members.items())
+  agent.load(saved)
+  agent.host.load(saved_host)
+  for key, value in agent.save().items():
+    np.testing.assert_array_equal(value, saved[key], err_msg=key)
+  assert host.steps == 1234 and list(host.emas) == list(
+      collections.deque(saved_host['intrinsic']['emas']))
+  assert agent.host.save() == saved_host

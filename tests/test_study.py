@@ -1,0 +1,162 @@
+"""scripts/study.py and scripts/experiments.py: run layout over tasks,
+methods and seeds, experiment.json, the sbatch --array script; and
+scripts/scores.py reading that layout. Nothing is trained."""
+
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / 'scripts'))
+
+import experiments  # noqa: E402
+import scores  # noqa: E402
+import study  # noqa: E402
+
+
+def dry(capsys, argv):
+  assert study.main(['--dry'] + argv) == 0
+  lines = [l for l in capsys.readouterr().out.splitlines()
+           if 'main.py' in l]
+  return [shlex.split(l) for l in lines]
+
+
+def flag(cmd, name):
+  return cmd[cmd.index(name) + 1]
+
+
+def test_layout_one_and_several_tasks(tmp_path, capsys):
+  root = tmp_path / 'study'
+  # No --tasks: the old layout ROOT/<method>/seed<k>.
+  cmds = dry(capsys, ['--root', str(root), '--methods', 'uniform',
+                      'xp_replay', '--seeds', '0', '1', '--configs', 'debug'])
+  assert [flag(c, '--logdir') for c in cmds] == [
+      str(root / m / f'seed{s}') for m in ('uniform', 'xp_replay')
+      for s in (0, 1)]
+  assert all('--task' not in c for c in cmds)
+  # One task: same layout, with --task.
+  cmds = dry(capsys, ['--root', str(root), '--methods', 'uniform',
+                      '--seeds', '3', '--tasks', 'dummy_disc'])
+  assert flag(cmds[0], '--logdir') == str(root / 'uniform' / 'seed3')
+  assert flag(cmds[0], '--task') == 'dummy_disc'
+  # Several tasks: ROOT/<task>/<method>/seed<k>, '/' in names replaced.
+  (root / 'bsuite_catch-0' / 'uniform' / 'seed0').mkdir(parents=True)
+  (root / 'bsuite_catch-0' / 'uniform' / 'seed0' / 'done').write_text('1')
+  cmds = dry(capsys, ['--root', str(root), '--methods', 'uniform',
+                      'disagreement_exp_decay', '--seeds', '0',
+                      '--tasks', 'bsuite_catch/0', 'dummy_disc',
+                      '--configs', 'debug', '--', '--run.steps', '100'])
+  got = [(flag(c, '--task'), flag(c, '--logdir')) for c in cmds]
+  assert got == [
+      ('bsuite_catch/0',
+       str(root / 'bsuite_catch-0' / 'disagreement_exp_decay' / 'seed0')),
+      ('dummy_disc', str(root / 'dummy_disc' / 'uniform' / 'seed0')),
+      ('dummy_disc',
+       str(root / 'dummy_disc' / 'disagreement_exp_decay' / 'seed0'))]
+  cmd = cmds[0]
+  assert cmd[cmd.index('--configs') + 1:][:2] == [
+      'debug', 'disagreement_exp_decay']
+  assert cmd[-2:] == ['--run.steps', '100']
+  assert not (root / 'experiment.json').exists()  # A dry run writes nothing.
+
+
+def test_unknown_block_refused(tmp_path):
+  with pytest.raises(SystemExit):
+    study.main(['--root', str(tmp_path), '--methods', 'nope', '--dry'])
+
+
+def test_slurm_array_script_and_experiment_json(tmp_path, capsys):
+  root = tmp_path / 'xp'
+  argv = ['--root', str(root), '--methods', 'uniform',
+          'disagreement_slope_ema', '--seeds', '0', '1',
+          '--tasks', 'dummy_disc', 'dummy_cont', '--configs', 'debug',
+          '--name', 'XP test', '--description', 'two tasks, two methods',
+          '--slurm', '--slurm_gpus', '0', '--', '--run.steps', '50']
+  assert study.main(argv) == 0
+  out = capsys.readouterr().out.strip().splitlines()
+  script = pathlib.Path(out[-1])
+  assert script == root / 'slurm' / 'XP-test.sbatch' and script.exists()
+  info = json.loads((root / 'experiment.json').read_text())
+  assert info['name'] == 'XP test'
+  assert info['description'] == 'two tasks, two methods'
+  assert info['tasks'] == ['dummy_disc', 'dummy_cont']
+  assert info['seeds'] == [0, 1] and info['extra'] == ['--run.steps', '50']
+  text = script.read_text()
+  assert '#SBATCH --array=0-7' in text and '--gres' not in text
+  assert not list(root.glob('*/*/seed*'))  # Nothing ran.
+  subprocess.run(['bash', '-n', str(script)], check=True)
+  # Run array index 5 with a stand-in interpreter that records its argv.
+  fake = tmp_path / 'fakepython'
+  record = tmp_path / 'argv.json'
+  fake.write_text(
+      f'#!{sys.executable}\nimport json, sys\n'
+      f'json.dump(sys.argv[1:], open({str(record)!r}, "w"))\n')
+  fake.chmod(0o755)
+  env = dict(os.environ, SLURM_ARRAY_TASK_ID='5', PYTHON=str(fake))
+  subprocess.run(['bash', str(script)], check=True, env=env)
+  args = json.loads(record.read_text())
+  logdir = root / 'dummy_cont' / 'uniform' / 'seed1'
+  assert args[0].endswith('dreamerv3/main.py')
+  assert flag(args, '--logdir') == str(logdir)
+  assert flag(args, '--task') == 'dummy_cont'
+  assert flag(args, '--seed') == '1' and args[-2:] == ['--run.steps', '50']
+  assert (logdir / 'done').exists()
+  # Regenerating leaves out the finished run.
+  assert study.main(argv) == 0
+  text = pathlib.Path(capsys.readouterr().out.strip().splitlines()[-1])
+  assert '#SBATCH --array=0-6' in text.read_text()
+  assert json.loads((root / 'experiment.json').read_text())['created'] == \
+      info['created']
+
+
+def test_experiments_map_to_study(tmp_path, capsys):
+  argv = experiments.study_args([
+      'run_latent_disagreement_experiment_exp_decay', '--name', 'LRD',
+      '--description', 'exp decay', '--num_seeds', '3', '--root',
+      str(tmp_path), '--tasks', 'dummy_disc', '--configs', 'debug',
+      '--parallel', '2', '--slurm', '--', '--run.steps', '10'])
+  assert argv[argv.index('--methods') + 1] == 'disagreement_exp_decay'
+  assert argv[argv.index('--seeds') + 1:argv.index('--parallel')] == [
+      '0', '1', '2']
+  assert '--slurm' in argv and argv[-2:] == ['--run.steps', '10']
+  for name, block in [('run_standard_dreamer', 'uniform'),
+                      ('run_replay_buffer_experiment', 'xp_replay'),
+                      ('run_latent_disagreement_experiment_ema',
+                       'disagreement_slope_ema')]:
+    assert experiments.main([name, '--root', str(tmp_path / name),
+                             '--num_seeds', '2', '--configs', 'debug',
+                             '--dry']) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if 'main.py' in l]
+    assert len(lines) == 2 and all(f' {block} ' in l for l in lines)
+  with pytest.raises(SystemExit):
+    experiments.study_args(['run_nothing'])
+
+
+def test_scores_reads_task_method_seed_layout(tmp_path, capsys):
+  root = tmp_path / 'xp'
+  for task in ('dummy_disc', 'dummy_cont'):
+    for method, base in (('uniform', 1.0), ('disagreement_exp_decay', 2.0)):
+      for seed in (0, 1):
+        logdir = root / task / method / f'seed{seed}'
+        logdir.mkdir(parents=True)
+        (logdir / 'config.yaml').write_text(f'task: {task}\nseed: {seed}\n')
+        lines = [{'step': 10 * i, 'episode/score': base + seed}
+                 for i in range(5)]
+        (logdir / 'scores.jsonl').write_text(
+            ''.join(json.dumps(l) + '\n' for l in lines))
+  (root / 'experiment.json').write_text(json.dumps(
+      {'name': 'XP', 'description': 'layout test'}))
+  assert scores.main([str(root), '--json']) == 0
+  result = json.loads(capsys.readouterr().out)
+  rows = {(r['task'], r['method']): r for r in result['rows']}
+  assert set(rows) == {(t, m) for t in ('dummy_disc', 'dummy_cont')
+                       for m in ('uniform', 'disagreement_exp_decay')}
+  assert rows[('dummy_cont', 'disagreement_exp_decay')]['seeds'] == [0, 1]
+  assert result['experiments'][0]['name'] == 'XP'
+  assert scores.main([str(root)]) == 0
+  assert 'Experiment: XP - layout test' in capsys.readouterr().out
