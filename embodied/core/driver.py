@@ -56,8 +56,12 @@ class Driver:
   MAX_BACKOFF = 10.0
 
   def __init__(self, make_env_fns, parallel=False, max_restarts=10):
-    assert len(make_env_fns) > 0, 'Driver needs at least one env.'
-    assert max_restarts >= 0, max_restarts
+    if not len(make_env_fns):
+      raise ValueError('Driver needs at least one env (run.envs >= 1).')
+    if max_restarts < 0:
+      raise ValueError(
+          f'max_restarts (run.env_max_restarts) must be >= 0, got '
+          f'{max_restarts}')
     self.parallel = parallel
     self.length = len(make_env_fns)
     self.max_restarts = max_restarts

@@ -1,4 +1,5 @@
 """Fast deterministic envs with a learnable reward, for tests and smoke runs.
+dummy_block (class Block) is a moving block for open-loop video tests.
 
 Every obs shows a target action: one-hot (disc) or coordinates (cont) in
 'vector', and a bright band (disc) or square (cont) in 'image'. The next
@@ -11,25 +12,92 @@ first. Episodes end with is_terminal after `episode_length` steps.
 import elements
 import numpy as np
 
-from . import UnknownTaskError
+from . import OptionError, UnknownTaskError
 from ..core import base
 
-TASKS = ('disc', 'cont', 'vector', 'image')
+TASKS = ('disc', 'cont', 'vector', 'image', 'block')
 
 
 def make(name, *, seed=0, size=(64, 64), **kwargs):
   if name not in TASKS:
     raise UnknownTaskError(
         f"Unknown task 'dummy_{name}': dummy has {', '.join(TASKS)}")
+  if name == 'block':
+    return Block(size=size, seed=seed, **kwargs)
   return Dummy(name, size=size, seed=seed, **kwargs)
+
+
+class Block(base.Env):
+  """dummy_block: a bright block on a 4x4 grid of cells in a grayscale
+  image, moved one cell per step by the action (0 stay, 1 up, 2 down,
+  3 left, 4 right; walls stop it). Only the start cell is random, so every
+  later frame is a function of the actions: a test of open-loop video
+  prediction. Reward 1 on steps that end in the top-left cell."""
+
+  MOVES = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+  CELLS = 4
+
+  def __init__(self, size=(64, 64), episode_length=100, seed=0):
+    _check_length(episode_length)
+    self._size = tuple(size)
+    self._length = episode_length
+    self._rng = np.random.default_rng(seed)
+    self._step = 0
+    self._done = True
+    self._pos = (0, 0)
+
+  @property
+  def obs_space(self):
+    return {'image': elements.Space(np.uint8, (*self._size, 1)),
+            **base.step_spaces()}
+
+  @property
+  def act_space(self):
+    return {'action': elements.Space(np.int32, (), 0, len(self.MOVES)),
+            'reset': elements.Space(bool)}
+
+  def step(self, action):
+    if action['reset'] or self._done:
+      self._step = 0
+      self._done = False
+      self._pos = tuple(int(x) for x in self._rng.integers(0, self.CELLS, 2))
+      reward = 0.0
+    else:
+      dy, dx = self.MOVES[int(action['action'])]
+      top = self.CELLS - 1
+      self._pos = (min(max(self._pos[0] + dy, 0), top),
+                   min(max(self._pos[1] + dx, 0), top))
+      reward = float(self._pos == (0, 0))
+      self._step += 1
+      self._done = self._step >= self._length
+    return {
+        'image': self.render(self._pos, self._size),
+        'reward': np.float32(reward),
+        'is_first': np.bool_(self._step == 0),
+        'is_last': np.bool_(self._done),
+        'is_terminal': np.bool_(self._done)}
+
+  @classmethod
+  def render(cls, pos, size):
+    height, width = size
+    image = np.zeros((height, width, 1), np.uint8)
+    ch, cw = height // cls.CELLS, width // cls.CELLS
+    image[pos[0] * ch:(pos[0] + 1) * ch, pos[1] * cw:(pos[1] + 1) * cw] = 255
+    return image
 
 
 class Dummy(base.Env):
 
   def __init__(
       self, task='disc', size=(64, 64), episode_length=100, actions=6, seed=0):
-    assert task in TASKS, task
-    assert episode_length >= 1, episode_length
+    if task not in TASKS:
+      raise UnknownTaskError(
+          f"Unknown task 'dummy_{task}': choose from "
+          f"{', '.join('dummy_' + t for t in TASKS)}")
+    _check_length(episode_length)
+    if int(actions) != actions or actions < 1:
+      raise OptionError(
+          f'env.dummy.actions must be an integer >= 1, got {actions!r}')
     self._discrete = task != 'cont'
     self._image = task != 'vector'
     self._has_vector = task != 'image'  # 'image': pixels only (benchmarks).
@@ -116,3 +184,10 @@ class Dummy(base.Env):
       left = int(round(x * (width - side)))
       image[top:top + side, left:left + side] = 255
     return image
+
+
+def _check_length(episode_length):
+  if int(episode_length) != episode_length or episode_length < 1:
+    raise OptionError(
+        'env.dummy.episode_length must be an integer >= 1, got '
+        f'{episode_length!r}')
