@@ -174,12 +174,12 @@ def test_missing_labmaze(monkeypatch):
 
 
 def test_no_renderer_is_one_line_error(monkeypatch):
-  from embodied.envs import loconav
 
   def fails(image=True):
     raise envs.MissingPackageError('no GL')
 
-  monkeypatch.setattr(loconav, 'select_renderer', fails)
+  from embodied.envs import dmc
+  monkeypatch.setattr(dmc, 'select_renderer', fails)
   with pytest.raises(envs.MissingPackageError) as info:
     envs.make('loconav_ant_maze_s')
   message = str(info.value)

@@ -95,12 +95,12 @@ def test_missing_packages(monkeypatch):
 
 
 def test_no_renderer_is_one_line_error(monkeypatch):
-  from embodied.envs import memmaze
 
   def fails(image=True):
     raise envs.MissingPackageError('no GL')
 
-  monkeypatch.setattr(memmaze, 'select_renderer', fails)
+  from embodied.envs import dmc
+  monkeypatch.setattr(dmc, 'select_renderer', fails)
   with pytest.raises(envs.MissingPackageError) as info:
     envs.make('memmaze_9x9')
   message = str(info.value)

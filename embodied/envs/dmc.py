@@ -116,6 +116,22 @@ def _import(image):
   return suite
 
 
+def prepare_rendering(suite, install):
+  """For suites that render with MuJoCo through dm_control: checks that
+  dm_control imports, then picks a headless GL backend; each failure is a
+  MissingPackageError saying what to install."""
+  try:
+    import dm_control  # noqa: F401  Checks the install before probing GL.
+  except ImportError as e:
+    raise MissingPackageError(f'{install} ({e})') from None
+  try:
+    select_renderer(image=True)
+  except MissingPackageError:
+    raise MissingPackageError(
+        f'{suite} renders with MuJoCo and neither egl nor osmesa works here: '
+        'apt-get install libegl1 or libosmesa6 (and set MUJOCO_GL)') from None
+
+
 def _render_error(e):
   backend = os.environ.get('MUJOCO_GL')
   return MissingPackageError(

@@ -25,7 +25,7 @@ import elements
 import numpy as np
 
 from . import MissingPackageError, OptionError, UnknownTaskError
-from .dmc import _render_error, select_renderer
+from .dmc import _render_error, prepare_rendering
 from ..core import base
 
 OPTIONS = {
@@ -148,17 +148,11 @@ def make(name, *, seed=0, size=(64, 64), **kwargs):
 
 
 def _import():
+  prepare_rendering('loconav', INSTALL)
   try:
-    import dm_control  # noqa: F401  Checks the install before probing GL.
     import labmaze
   except ImportError as e:
     raise MissingPackageError(f'{INSTALL} ({e})') from None
-  try:
-    select_renderer(image=True)
-  except MissingPackageError:
-    raise MissingPackageError(
-        'loconav renders with MuJoCo and neither egl nor osmesa works here: '
-        'apt-get install libegl1 or libosmesa6 (and set MUJOCO_GL)') from None
   try:
     from dm_control import composer, mjcf
     from dm_control.locomotion.arenas import mazes

@@ -21,7 +21,7 @@ import elements
 import numpy as np
 
 from . import MissingPackageError, OptionError, UnknownTaskError
-from .dmc import _render_error, select_renderer
+from .dmc import _render_error, prepare_rendering
 from ..core import base
 
 # Task name -> constructor in memory_maze.tasks.
@@ -52,16 +52,7 @@ def make(name, *, seed=0, size=None, **kwargs):
 
 
 def _import():
-  try:
-    import dm_control  # noqa: F401  Checks the install before probing GL.
-  except ImportError as e:
-    raise MissingPackageError(f'{INSTALL} ({e})') from None
-  try:
-    select_renderer(image=True)
-  except MissingPackageError:
-    raise MissingPackageError(
-        'memmaze renders with MuJoCo and neither egl nor osmesa works here: '
-        'apt-get install libegl1 or libosmesa6 (and set MUJOCO_GL)') from None
+  prepare_rendering('memmaze', INSTALL)
   try:
     # gym prints a deprecation notice on import, memory_maze a note when gym
     # is missing; env workers would repeat them.
