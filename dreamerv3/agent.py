@@ -29,11 +29,13 @@ from . import extensions, rssm
 f32 = jnp.float32
 sg = jax.lax.stop_gradient
 PRIO_SIGNALS = ('none', 'uncertainty', 'model', 'recon', 'value')
+IMAGE_DISTS = ('mse', 'bernoulli')
 # Config keys that shape parameters or their meaning: a logdir trained with
 # other values cannot resume. Each maps to what the key meant when missing
 # from an older logdir's config (None: such a logdir is not compared on it).
 STRUCTURAL = (
     (r'agent\.(rewhead|value)\.layout', 'symlog'),
+    (r'agent\.dec\.image_dist', 'mse'),
     (r'agent\.(enc|dec|dyn|rewhead|conhead|policy|value)\..*', None),
     (r'replay_context', None),
 )
@@ -350,6 +352,10 @@ class Dreamer(nj.Module):
     losses['rec'] = sum(recs.values())
     losses['rew'] = self.rew(feat).loss(obs['reward'])
     losses['con'] = self.con(feat).loss(1.0 - obs['is_terminal'].astype(f32))
+    if self.config.loss_scales.post_ent:
+      # Posterior entropy bonus: discourages the posterior latents from
+      # collapsing early (a loss, so the negative entropy).
+      losses['post_ent'] = -kl['post_ent']
     metrics.update({f'loss/rec_{k}': v.mean() for k, v in recs.items()})
     metrics.update({
         'dyn/kl_dyn_raw': kl['dyn_raw'].mean(),

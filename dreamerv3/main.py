@@ -115,6 +115,11 @@ def check_values(config):
         f"Unknown replay.priosignal '{config.replay.priosignal}': choose "
         f"from {', '.join(PRIO_SIGNALS)}")
   _check_replay(config.replay)
+  from dreamerv3.agent import IMAGE_DISTS
+  if config.agent.dec.image_dist not in IMAGE_DISTS:
+    raise ConfigError(
+        f"Unknown agent.dec.image_dist '{config.agent.dec.image_dist}': "
+        f"choose from {', '.join(IMAGE_DISTS)}")
   from embodied.jax.outs import TWOHOT_LAYOUTS
   for head in ('rewhead', 'value'):
     layout = config.agent[head].layout

@@ -254,6 +254,9 @@ class Decoder(nj.Module):
   act: str = 'silu'
   impl: str = 'lax'
   fast: bool = True
+  # Image likelihood: 'mse' on the sigmoid output, or 'bernoulli' (per-pixel
+  # binary cross-entropy on logits) for binary images such as MinAtar's.
+  image_dist: str = 'mse'
 
   def __init__(self, obs_space):
     self.obs_space = obs_space
@@ -293,13 +296,16 @@ class Decoder(nj.Module):
                      upsample=True, impl=self.impl, fast=self.fast)(x)
         if not last:
           x = nets.act(self.act)(self.sub(f'conv{i}norm', nets.Norm, kind=self.norm)(x))
-      # A sigmoid maps the output into the pixel range [0, 1], as in the
-      # reference DreamerV3.
-      x = jax.nn.sigmoid(x.astype(f32))
-      x = x.reshape((*bshape, *x.shape[1:]))
+      x = x.astype(f32).reshape((*bshape, *x.shape[1:]))
       offset = 0
       for key, shape in zip(self.imgkeys, shapes):
-        mean = x[..., offset: offset + shape[-1]]
+        out = x[..., offset: offset + shape[-1]]
         offset += shape[-1]
-        dists[key] = outs.MSE(mean, 3, squash=lambda t: t / 255.0)
+        if self.image_dist == 'bernoulli':
+          dists[key] = outs.Bernoulli(out, 3, squash=lambda t: t / 255.0)
+        else:
+          # A sigmoid maps the output into the pixel range [0, 1], as in
+          # the reference DreamerV3.
+          dists[key] = outs.MSE(
+              jax.nn.sigmoid(out), 3, squash=lambda t: t / 255.0)
     return dists

@@ -39,6 +39,29 @@ class SymlogMSE(MSE):
     return fn.symexp(self.mean)
 
 
+class Bernoulli:
+  """Independent Bernoulli variables given by logits, e.g. the pixels of a
+  binary image; the loss is the binary cross-entropy summed over `dims`
+  trailing event dims, with optional per-element weights. The target is
+  mapped into [0, 1] by `squash`; pred() is the mean (the probability)."""
+
+  def __init__(self, logit, dims, squash=None):
+    self.logit = logit.astype(f32)
+    self.dims = dims
+    self.squash = squash or (lambda x: x)
+
+  def pred(self):
+    return jax.nn.sigmoid(self.logit)
+
+  def loss(self, target, weights=None):
+    t = sg(self.squash(target.astype(f32)))
+    nll = -(t * jax.nn.log_sigmoid(self.logit) +
+            (1 - t) * jax.nn.log_sigmoid(-self.logit))
+    if weights is not None:
+      nll = nll * weights
+    return nll.sum(tuple(range(-self.dims, 0))) if self.dims else nll
+
+
 class TwoHot:
   """Categorical over fixed bins that predicts the mean of its target.
 
