@@ -151,6 +151,8 @@ class DMC(base.Env):
     self._proprio = proprio
     self._image = image
     self._camera = CAMERAS.get(domain, 0) if camera == -1 else camera
+    self._length = 0  # Env steps per episode counted here (0: the task's).
+    self._steps = 0
     self._done = True
     # dm_control key -> our key; scalars and matrices become flat vectors.
     self._keys = {}
@@ -190,18 +192,20 @@ class DMC(base.Env):
   def step(self, action):
     if action['reset'] or self._done:
       self._done = False
+      self._steps = 0
       timestep = self._env.reset()
       return self._obs(timestep, 0.0, True, False, False)
     act = np.asarray(action['action'], np.float64)
     reward = 0.0
     for _ in range(self._repeat):
       timestep = self._env.step(act)
+      self._steps += 1
       reward += timestep.reward or 0.0
-      if timestep.last():
+      if timestep.last() or self._steps == self._length:
         break
-    self._done = timestep.last()
     # Suite tasks end by time limit with discount 1; 0 means terminated.
-    terminal = self._done and timestep.discount == 0
+    terminal = timestep.last() and timestep.discount == 0
+    self._done = timestep.last() or self._steps == self._length
     return self._obs(timestep, reward, False, self._done, terminal)
 
   def close(self):

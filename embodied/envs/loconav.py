@@ -25,8 +25,7 @@ import elements
 import numpy as np
 
 from . import MissingPackageError, OptionError, UnknownTaskError
-from .dmc import _render_error, prepare_rendering
-from ..core import base
+from .dmc import DMC, _render_error, prepare_rendering
 
 OPTIONS = {
     'repeat': 1, 'episode_length': 2000, 'proprio': True, 'camera': 'ego'}
@@ -217,9 +216,10 @@ def build(robot, maze, seed, size, camera):
       strip_singleton_obs_buffer_dim=True)
 
 
-class LocoNav(base.Env):
+class LocoNav(DMC):
   """Adapts a composer maze task: one image observation (the camera), the
-  other observations as proprio vectors; the episode length counted here."""
+  other observations as proprio vectors; the episode length counted here.
+  Stepping, spaces and closing are the DMC adapter's."""
 
   def __init__(
       self, env, size=(64, 64), repeat=1, episode_length=2000, proprio=True,
@@ -251,36 +251,6 @@ class LocoNav(base.Env):
   def dm_env(self):
     return self._env
 
-  @property
-  def obs_space(self):
-    spaces = {'image': elements.Space(np.uint8, (*self._size, 3))}
-    for key, shape in self._shapes.items():
-      spaces[key] = elements.Space(np.float32, shape)
-    spaces.update(base.step_spaces())
-    return spaces
-
-  @property
-  def act_space(self):
-    return {'action': self._act_space, 'reset': elements.Space(bool)}
-
-  def step(self, action):
-    if action['reset'] or self._done:
-      self._done = False
-      self._steps = 0
-      timestep = self._env.reset()
-      return self._obs(timestep, 0.0, True, False, False)
-    act = np.asarray(action['action'], np.float64)
-    reward = 0.0
-    for _ in range(self._repeat):
-      timestep = self._env.step(act)
-      self._steps += 1
-      reward += timestep.reward or 0.0
-      if timestep.last() or self._steps >= self._length:
-        break
-    terminal = timestep.last() and timestep.discount == 0
-    self._done = timestep.last() or self._steps >= self._length
-    return self._obs(timestep, reward, False, self._done, terminal)
-
   def _obs(self, timestep, reward, is_first, is_last, is_terminal):
     obs = {'image': np.asarray(timestep.observation[self._image], np.uint8)}
     for key, ours in self._keys.items():
@@ -291,8 +261,3 @@ class LocoNav(base.Env):
     obs['is_last'] = np.bool_(is_last)
     obs['is_terminal'] = np.bool_(is_terminal)
     return obs
-
-  def close(self):
-    close = getattr(self._env, 'close', None)
-    if close:
-      close()
