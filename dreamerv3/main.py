@@ -405,6 +405,10 @@ def cli():
   except (embodied.EnvCrashError, embodied.CheckpointError) as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(1)
+  except embodied.Preempted as e:
+    # Checkpoint saved; scripts/slurm/ requeues on this status.
+    print(e, file=sys.stderr)
+    sys.exit(embodied.core.preempt.EXIT_CODE)
 
 
 if __name__ == '__main__':

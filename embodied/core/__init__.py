@@ -10,3 +10,4 @@ from .sumtree import SumTree
 
 from . import wrappers
 from .checkpoint import Checkpoint, CheckpointError
+from .preempt import Preempted, Preemption

@@ -8,6 +8,7 @@ import elements
 
 from embodied.core.checkpoint import find as checkpoint_find
 from embodied.core import Checkpoint, Driver, EnvCrashError, RatioLimiter
+from embodied.core import Preempted, Preemption
 
 from . import common
 
@@ -16,6 +17,8 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   """hooks: callables hook(agent, logger) run once per loop iteration (the
   train_eval script uses one to run evaluation episodes)."""
   logdir = elements.Path(args.logdir)
+  # Installed first: a stop signal while the agent compiles is kept too.
+  preempt = Preemption()
   agent = make_agent()
   replay = make_replay('replay')
   logger = make_logger()
@@ -66,6 +69,9 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
 
   try:
     while int(step) < args.steps:
+      if preempt.requested:
+        print(f'Stopping on {preempt.signal} at step {int(step):,}.')
+        break
       if args.duration and time.time() - start > args.duration:
         print(f'Stopping after run.duration={args.duration}s.')
         break
@@ -113,6 +119,9 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   checkpoint.save(int(step))
   logger.close()
   driver.close()
+  preempt.close()
+  if preempt.requested:
+    raise Preempted(preempt.signal, int(step))
 
 
 def resume(checkpoint, from_checkpoint=''):

@@ -1,0 +1,106 @@
+"""Stop on SIGUSR1/SIGTERM: the handler only records the signal, the train
+loop saves a checkpoint and main.py exits with status 3; rerunning the same
+command resumes from that checkpoint."""
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from embodied.core import Preemption
+from embodied.core.preempt import EXIT_CODE
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_records_first_signal_and_restores_handlers():
+  seen = []
+  term = signal.getsignal(signal.SIGTERM)
+  previous = signal.signal(signal.SIGUSR1, lambda *_: seen.append(1))
+  try:
+    preempt = Preemption()
+    assert not preempt.requested
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert preempt.requested and preempt.signal == 'SIGTERM'
+    assert not seen  # Ours replaced the earlier handler while installed.
+    preempt.close()
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert seen == [1]
+    assert signal.getsignal(signal.SIGTERM) == term
+  finally:
+    signal.signal(signal.SIGUSR1, previous)
+
+
+def test_configurable_signals():
+  usr2 = signal.getsignal(signal.SIGUSR2)
+  with Preemption(['SIGUSR2']) as preempt:
+    assert signal.getsignal(signal.SIGUSR1) != preempt._handle
+    os.kill(os.getpid(), signal.SIGUSR2)
+    assert preempt.signal == 'SIGUSR2'
+  assert signal.getsignal(signal.SIGUSR2) == usr2
+
+
+def ckpt_step(logdir):
+  latest = logdir / 'ckpt' / 'latest'
+  if not latest.exists():
+    return None
+  return int(latest.read_text().strip().rsplit('-', 1)[1])
+
+
+def test_sigusr1_saves_exits_and_resumes(tmp_path):
+  logdir = tmp_path / 'run'
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  # No periodic checkpoint: the only one is the one the signal causes.
+  cmd = [sys.executable, 'dreamerv3/main.py', '--configs', 'debug',
+         '--task', 'dummy_vector', '--logdir', str(logdir),
+         '--jax.cache_dir', str(tmp_path / 'jax_cache'),
+         '--run.save_every', '1e6', '--run.log_every', '1']
+  out = tmp_path / 'first.out'
+  with open(out, 'w') as log:
+    proc = subprocess.Popen(
+        cmd + ['--run.steps', '1e6'], cwd=ROOT, env=env, stdout=log,
+        stderr=subprocess.STDOUT)
+    try:
+      deadline = time.time() + 45
+      # Wait until it trains: a logged step past 0.
+      while not re.search(r'^\{"step": [1-9]', _read(
+          logdir / 'metrics.jsonl'), re.M):
+        assert proc.poll() is None, out.read_text()[-3000:]
+        assert time.time() < deadline, out.read_text()[-3000:]
+        time.sleep(0.2)
+      assert ckpt_step(logdir) is None
+      sent = time.time()
+      proc.send_signal(signal.SIGUSR1)
+      proc.wait(timeout=20)
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  text = out.read_text()
+  assert proc.returncode == EXIT_CODE, text[-3000:]
+  assert time.time() - sent < 20
+  match = re.search(r'Stopping on SIGUSR1 at step ([\d,]+)', text)
+  assert match, text[-3000:]
+  stopped = int(match.group(1).replace(',', ''))
+  assert stopped > 0 and ckpt_step(logdir) == stopped
+  assert (logdir / 'ckpt' / (logdir / 'ckpt' / 'latest').read_text().strip()
+          / 'done').exists()
+  assert 'Traceback' not in text
+
+  proc = subprocess.run(
+      cmd + ['--run.steps', str(stopped + 10)], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert f'Start training at step {stopped:,} ' in proc.stdout
+  assert ckpt_step(logdir) >= stopped + 10
+
+
+def _read(path):
+  try:
+    return pathlib.Path(path).read_text()
+  except FileNotFoundError:
+    return ''
