@@ -107,12 +107,17 @@ def main(argv=None):
 
   # Training on batches from replay, latents written back as in a run.
   from embodied.run.common import Learner
-  learner = Learner(agent, replay, config.batch_size)
+  # run.prefetch False: the synchronous data path, for comparison.
+  learner = Learner(agent, replay, config.batch_size,
+                    prefetch=config.run.prefetch)
   learner()
   results['compile_train_s'] = agent.compile_time['train']
   for _ in range(bench['warmup'] - 1):
     learner()
+  learner.stats()
   dt, cpu = time_calls(learner, bench['updates'])
+  learner.flush()
+  results['learner_wait_frac'] = learner.stats()['learner/wait_frac']
   seq = config.batch_length + config.replay_context
   results['updates_per_s'] = 1 / dt
   results['cpu_s_per_update'] = cpu

@@ -413,10 +413,11 @@ def test_load_mismatched_model_raises(built):
   assert 'unexpected: agent/extra/kernel' in str(info.value)
 
 
-def test_batch_not_divisible_by_devices_raises():
+def test_more_train_devices_than_exist_raises():
+  # Indivisible batches: test_data_parallel_four_devices.
   config, aconfig = agent_config(['--jax.train_devices', '3'])
   obs_space, act_space = spaces(config)
-  with pytest.raises(ValueError, match='divisible'):
+  with pytest.raises(ValueError, match='jax.train_devices is 3'):
     ejax.Agent(Dreamer, obs_space, act_space, aconfig)
 
 
@@ -498,3 +499,64 @@ def test_data_parallel_four_devices(data_parallel_proc):
   assert len(result['actions']) == 4
   assert all(0 <= a < 6 for a in result['actions'])
   assert 'divisible' in result['indivisible'], result['indivisible']
+
+
+def _filled_replay(agent, steps=40):
+  from embodied.core import Replay
+  replay = Replay(9, capacity=1000, chunksize=16, online=False, seed=3)
+  rng = np.random.default_rng(1)
+  for t in range(steps):
+    step = {k: np.zeros(s.shape, s.dtype) for k, s in agent.obs_space.items()}
+    step['vector'] = rng.normal(size=step['vector'].shape).astype(np.float32)
+    step['reward'] = np.float32(rng.normal())
+    step['is_first'] = np.bool_(t % 13 == 0)
+    step['action'] = np.int32(rng.integers(0, 6))
+    replay.add(step)
+  return replay
+
+
+def test_prefetching_learner_trains_like_the_plain_one(built):
+  # Prefetching samples batch i + 1 before step i's outputs reach replay
+  # (a step staler context latents), so the write-back is recorded here
+  # instead of applied: then both paths must train on the same batches to
+  # the same parameters, and prefetch must write back every step, in order.
+  from embodied.run.common import Learner
+  agent = built[0]
+  start = agent.save()
+  results = []
+  for prefetch in (False, True):
+    agent.load(start)
+    agent.rng = np.random.default_rng(7)
+    replay = _filled_replay(agent)
+    sampled, written = [], []
+    sample = replay.sample
+    replay.sample = lambda *a, **k: sampled.append(
+        sample(*a, **k)) or sampled[-1]
+    replay.update = lambda stepid, values: written.append(
+        (np.asarray(stepid), values))
+    learner = Learner(agent, replay, 4, context=1, prefetch=prefetch)
+    metrics = [learner() for _ in range(4)]
+    metrics.append(learner.flush())
+    assert 0 <= learner.stats()['learner/wait_frac'] <= 1
+    results.append((agent.save(), metrics, sampled, written))
+  agent.load(start)
+  (params0, metrics0, sampled0, written0), \
+      (params1, metrics1, sampled1, written1) = results
+  for key in params0:
+    np.testing.assert_allclose(params1[key], params0[key], rtol=1e-5,
+                               atol=1e-6, err_msg=key)
+  # Prefetch samples one batch ahead (trained on after the next call).
+  assert len(sampled0) == 4 and len(sampled1) == 5
+  for a, b in zip(sampled0, sampled1):
+    np.testing.assert_array_equal(a['stepid'], b['stepid'])
+  # Metrics arrive one call late and none are lost.
+  assert metrics1[0] == {} and metrics0[-1] == {}
+  for m0, m1 in zip(metrics0[:4], metrics1[1:]):
+    np.testing.assert_allclose(m1['loss/dyn'], m0['loss/dyn'], rtol=1e-5)
+  assert len(written0) == len(written1) == 4
+  for (s0, v0), (s1, v1), batch in zip(written0, written1, sampled0):
+    np.testing.assert_array_equal(s0, s1)
+    np.testing.assert_array_equal(s0, batch['stepid'][:, -s0.shape[1]:])
+    for key in v0:
+      np.testing.assert_allclose(np.asarray(v1[key], np.float32),
+                                 np.asarray(v0[key], np.float32), atol=1e-2)

@@ -114,11 +114,29 @@ class Agent:
     return carry, _to_host(act), _to_host(outs)
 
   def train(self, data):
-    data = self._put(data)
+    outs, metrics = self.train_async(data)
+    return _to_host(outs), _to_host(metrics)
+
+  def train_async(self, data):
+    """Dispatches one train step and returns its (outs, metrics) as device
+    arrays without waiting for the step: the host can prepare the next
+    batch while the device computes. `data` may already be on the devices
+    (put())."""
+    data = self.put(data)
     self.state, (outs, metrics) = self._call(
         'train', self._train, self.state, data, self._inputs(),
         self._next_seed())
-    return _to_host(outs), _to_host(metrics)
+    return outs, metrics
+
+  def put(self, data):
+    """Starts the transfer of a batch to the train devices (sharded over
+    them) and returns it; arrays already there pass through."""
+    return self._put(data)
+
+  @staticmethod
+  def fetch(tree):
+    """Device arrays -> NumPy, waiting for the computation behind them."""
+    return _to_host(tree)
 
   def report(self, data):
     data = self._put(data)

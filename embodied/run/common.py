@@ -60,18 +60,38 @@ class Episodes:
 class Learner:
   """Samples a batch, runs one train step and writes the step's per-step
   outputs (latents, priority signals) back into replay. With cache_every,
-  also refreshes every item's priority that often (see priorities.py)."""
+  also refreshes every item's priority that often (see priorities.py).
 
-  def __init__(self, agent, replay, batch_size, cache_every=0, context=0):
+  With prefetch (the default), a call dispatches the train step on the
+  batch prepared by the previous call and, while the device computes,
+  writes back the previous step's outputs and samples and transfers the
+  next batch. So the device never waits for sampling unless sampling takes
+  longer than a step; the costs: the metrics returned are the previous
+  step's (the first call returns {}), and a batch is sampled before the
+  outputs of the step just dispatched reach replay (one step staler
+  latents and priorities). flush() writes back what is outstanding (call
+  it before saving replay).
+
+  stats()['learner/wait_frac']: of the time spent in calls, the share the
+  host was busy with replay work (sampling, transfers, write-back) rather
+  than waiting for the device: near 0 means the device is the bottleneck,
+  near 1 that the device waits on the host."""
+
+  def __init__(self, agent, replay, batch_size, cache_every=0, context=0,
+               prefetch=True):
     self.agent = agent
     self.replay = replay
     self.batch_size = batch_size
     self.ext_space = getattr(agent, 'ext_space', {})
     self.context = context
+    self.prefetch = prefetch and hasattr(agent, 'train_async')
     self.updates = 0
     self.refresh = PriorityRefresh(
         agent, replay, batch_size, cache_every, context, self._complete) \
         if cache_every else None
+    self._next = None      # The next batch, on its way to the devices.
+    self._pending = None   # (outs, metrics) of the last step, on device.
+    self._time = {'host': 0.0, 'device': 0.0}
 
   def batch(self, commit=True, size=None):
     """commit=False for batches that are not trained on (reports): replay
@@ -92,7 +112,12 @@ class Learner:
     return {k: v[:, :steps] for k, v in data.items()}
 
   def stats(self):
-    return self.refresh.stats() if self.refresh else {}
+    stats = self.refresh.stats() if self.refresh else {}
+    total = sum(self._time.values())
+    if total:
+      stats['learner/wait_frac'] = self._time['host'] / total
+    self._time = {k: 0.0 for k in self._time}
+    return stats
 
   def _complete(self, data):
     shape = data['stepid'].shape
@@ -102,13 +127,59 @@ class Learner:
     return data
 
   def __call__(self):
-    outs, metrics = self.agent.train(self.batch())
+    if not self.prefetch:
+      start = time.perf_counter()
+      data = self.batch()
+      host = time.perf_counter() - start
+      outs, metrics = self.agent.train(data)
+      device = time.perf_counter() - start - host
+      self._write_back(outs)
+      self._time['host'] += time.perf_counter() - start - device
+      self._time['device'] += device
+      return self._step_done(metrics)
+    start = time.perf_counter()
+    if self._next is None:
+      self._next = self.agent.put(self.batch())
+    pending = self.agent.train_async(self._next)
+    self._next = None
+    metrics = {}
+    if self._pending is not None:
+      metrics = self._finish(self._pending)
+    self._pending = pending
+    self._next = self.agent.put(self.batch())
+    self._time['host'] += time.perf_counter() - start
+    return self._step_done(metrics)
+
+  def flush(self):
+    """Writes back the outputs of the step still outstanding; returns its
+    metrics ({} when none)."""
+    if self._pending is None:
+      return {}
+    pending, self._pending = self._pending, None
+    start = time.perf_counter()
+    metrics = self._finish(pending)
+    self._time['host'] += time.perf_counter() - start
+    return metrics
+
+  def _finish(self, pending):
+    # Waiting for the step's outputs is device time, not host time.
+    start = time.perf_counter()
+    outs, metrics = self.agent.fetch(pending)
+    waited = time.perf_counter() - start
+    self._time['device'] += waited
+    self._time['host'] -= waited
+    self._write_back(outs)
+    return metrics
+
+  def _write_back(self, outs):
     if 'replay' in outs:
       values = dict(outs['replay'])
       self.replay.update(values.pop('stepid'), values)
     if 'priority' in outs:
       self.replay.prioritize(outs['priority']['stepid'],
                              outs['priority']['value'])
+
+  def _step_done(self, metrics):
     self.updates += 1
     if self.refresh:
       self.refresh(self.updates)

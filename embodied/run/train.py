@@ -26,7 +26,7 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   episodes = common.Episodes(logger)
   learner = common.Learner(
       agent, replay, args.batch_size, args.get('cache_every', 0),
-      args.replay_context)
+      args.replay_context, args.get('prefetch', True))
   seq = args.batch_length + args.replay_context
   limiter = RatioLimiter(
       args.train_ratio, args.batch_size * seq,
@@ -100,6 +100,7 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
         logger.add(peak_memory(), prefix='usage')
         logger.write()
       if should_save():
+        agg.add(learner.flush(), prefix='train')
         checkpoint.save(int(step))
   except EnvCrashError:
     # An env that keeps failing ends the run; the checkpoint keeps the
@@ -107,12 +108,14 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
     progress.clear()
     logger.add(driver.stats())
     logger.write()
+    learner.flush()
     checkpoint.save(int(step))
     logger.close()
     driver.close()
     raise
 
   progress.clear()
+  agg.add(learner.flush(), prefix='train')
   logger.add(agg.result())
   logger.add(driver.stats())
   logger.write()
