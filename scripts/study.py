@@ -16,13 +16,14 @@ is ROOT/<method>/seed<k>, or ROOT/<task>/<method>/seed<k> when --tasks names
 several tasks (a '/' in a task name becomes '-'). Runs that finished (a
 `done` marker written when main.py exits cleanly) are skipped, unfinished
 ones resume from their checkpoint. Output of each run goes to its logdir's
-study.log.
+study.log (with --slurm to ROOT/slurm/<job>_<index>.out).
 
 --name and --description are stored with the study's axes in
 ROOT/experiment.json (scripts/scores.py prints them with the results).
---slurm runs nothing: it writes ROOT/slurm/<name>.sbatch, an `sbatch
---array` script with one (task, method, seed) per array index (the
-unfinished ones), and prints its path; submit it with sbatch.
+--slurm runs nothing: it writes ROOT/slurm/<name>.runs (the unfinished
+runs' flags, one per line) and ROOT/slurm/<name>.sh, which submits them as a
+job array through scripts/slurm/array.sbatch, and prints its path; run it
+to submit.
 """
 
 import argparse
@@ -66,7 +67,7 @@ def parse(argv):
   parser.add_argument('--dry', action='store_true',
                       help='print the commands only')
   parser.add_argument('--slurm', action='store_true',
-                      help='write an sbatch --array script instead of running')
+                      help='write a job array submit script instead of running')
   parser.add_argument('--slurm_time', default='2-00:00:00')
   parser.add_argument('--slurm_gpus', type=int, default=1)
   parser.add_argument('--slurm_cpus', type=int, default=8)
@@ -118,46 +119,42 @@ def write_experiment(args, root):
 
 
 def slurm_script(args, root, todo):
-  """An sbatch --array script running todo[SLURM_ARRAY_TASK_ID]; returns
-  its path."""
+  """Writes ROOT/slurm/<name>.runs, one line of main.py flags per run, and
+  ROOT/slurm/<name>.sh, which submits them as one job array through
+  scripts/slurm/array.sbatch (requeued on time limit, resumed from each
+  run's logdir; sbatch options given to it are passed on). Returns the
+  path of the .sh."""
   name = re.sub(r'[^\w.-]+', '-', args.name or root.name).strip('-') or 'study'
   folder = root / 'slurm'
   folder.mkdir(parents=True, exist_ok=True)
-  path = folder / f'{name}.sbatch'
-  quote = lambda cmd: shlex.quote(' '.join(shlex.quote(a) for a in cmd))
+  runs = folder / f'{name}.runs'
+  runs.write_text(''.join(
+      ' '.join(shlex.quote(a) for a in command(args, run)[2:]) + '\n'
+      for run in todo))
+  options = [
+      f'--job-name={name}', f'--array=0-{len(todo) - 1}',
+      f'--time={args.slurm_time}', f'--cpus-per-task={args.slurm_cpus}',
+      f'--output={folder}/%A_%a.out']
+  if args.slurm_gpus:
+    options.append(f'--gres=gpu:{args.slurm_gpus}')
+  if args.slurm_partition:
+    options.append(f'--partition={args.slurm_partition}')
+  q = lambda x: shlex.quote(str(x))
   lines = [
       '#!/usr/bin/env bash',
-      f'#SBATCH --job-name={name}',
-      f'#SBATCH --array=0-{len(todo) - 1}',
-      f'#SBATCH --time={args.slurm_time}',
-      f'#SBATCH --cpus-per-task={args.slurm_cpus}',
-      f'#SBATCH --output={folder}/%A_%a.out',
-      '#SBATCH --requeue']
-  if args.slurm_gpus:
-    lines.append(f'#SBATCH --gres=gpu:{args.slurm_gpus}')
-  if args.slurm_partition:
-    lines.append(f'#SBATCH --partition={args.slurm_partition}')
-  lines += [
-      '# One (task, method, seed) per array index; a requeued or resubmitted',
-      '# run resumes from its checkpoint, a finished one is skipped.',
+      f'# Submits {len(todo)} unfinished run(s) of this study as one job '
+      'array; extra',
+      '# arguments are sbatch options. A finished run (logdir/done) is '
+      'skipped.',
       'set -euo pipefail',
-      f'cd {shlex.quote(str(ROOT))}',
-      'PYTHON="${PYTHON:-python}"',
-      'LOGDIRS=(']
-  lines += [f'  {shlex.quote(str(run[3]))}' for run in todo]
-  lines += [')', 'COMMANDS=(']
-  lines += [f'  {quote(command(args, run)[1:])}' for run in todo]
-  lines += [
-      ')',
-      'i="$SLURM_ARRAY_TASK_ID"',
-      'logdir="${LOGDIRS[$i]}"',
-      'if [ -e "$logdir/done" ]; then echo "Finished already: $logdir"; '
-      'exit 0; fi',
-      'mkdir -p "$logdir"',
-      'eval "\\"$PYTHON\\" ${COMMANDS[$i]}" >> "$logdir/study.log" 2>&1',
-      'date +%s > "$logdir/done"',
+      f'cd {q(ROOT)}',
+      f'export DREAMER_ROOT={q(ROOT)} RUNS={q(runs)}',
+      'exec sbatch ' + ' '.join(q(o) for o in options) +
+      ' "$@" scripts/slurm/array.sbatch',
       '']
+  path = folder / f'{name}.sh'
   path.write_text('\n'.join(lines))
+  path.chmod(0o755)
   return path
 
 
@@ -181,7 +178,7 @@ def main(argv=None):
       print('All runs finished already; no script written.')
       return 0
     path = slurm_script(args, root, todo)
-    print(f'{len(todo)} runs. Submit with: sbatch {path}')
+    print(f'{len(todo)} runs. Submit with: bash {path}')
     print(path)
     return 0
 

@@ -1,5 +1,5 @@
 """scripts/study.py and scripts/experiments.py: run layout over tasks,
-methods and seeds, experiment.json, the sbatch --array script; and
+methods and seeds, experiment.json, the job array submit script; and
 scripts/scores.py reading that layout. Nothing is trained."""
 
 import json
@@ -80,25 +80,46 @@ def test_slurm_array_script_and_experiment_json(tmp_path, capsys):
   assert study.main(argv) == 0
   out = capsys.readouterr().out.strip().splitlines()
   script = pathlib.Path(out[-1])
-  assert script == root / 'slurm' / 'XP-test.sbatch' and script.exists()
+  assert script == root / 'slurm' / 'XP-test.sh' and script.exists()
   info = json.loads((root / 'experiment.json').read_text())
   assert info['name'] == 'XP test'
   assert info['description'] == 'two tasks, two methods'
   assert info['tasks'] == ['dummy_disc', 'dummy_cont']
   assert info['seeds'] == [0, 1] and info['extra'] == ['--run.steps', '50']
-  text = script.read_text()
-  assert '#SBATCH --array=0-7' in text and '--gres' not in text
   assert not list(root.glob('*/*/seed*'))  # Nothing ran.
   subprocess.run(['bash', '-n', str(script)], check=True)
-  # Run array index 5 with a stand-in interpreter that records its argv.
+  # Submit with a stand-in sbatch that records its arguments and the
+  # environment the job would inherit.
+  bindir = tmp_path / 'bin'
+  bindir.mkdir()
+  submitted = tmp_path / 'sbatch.json'
+  fake_sbatch = bindir / 'sbatch'
+  fake_sbatch.write_text(
+      f'#!{sys.executable}\nimport json, os, sys\n'
+      f'json.dump([sys.argv[1:], os.environ["RUNS"], '
+      f'os.environ["DREAMER_ROOT"]], open({str(submitted)!r}, "w"))\n')
+  fake_sbatch.chmod(0o755)
+  path = f'{bindir}{os.pathsep}{os.environ["PATH"]}'
+  subprocess.run([str(script), '--qos=high'], check=True,
+                 env=dict(os.environ, PATH=path))
+  options, runs, repo = json.loads(submitted.read_text())
+  assert options[-1] == 'scripts/slurm/array.sbatch'
+  assert '--array=0-7' in options and '--qos=high' in options
+  assert not any(o.startswith('--gres') for o in options)
+  assert repo == str(ROOT) and len(pathlib.Path(runs).read_text(
+      ).splitlines()) == 8
+  # Run array index 5 of the real array.sbatch with a stand-in interpreter
+  # that records its argv.
   fake = tmp_path / 'fakepython'
   record = tmp_path / 'argv.json'
   fake.write_text(
       f'#!{sys.executable}\nimport json, sys\n'
       f'json.dump(sys.argv[1:], open({str(record)!r}, "w"))\n')
   fake.chmod(0o755)
-  env = dict(os.environ, SLURM_ARRAY_TASK_ID='5', PYTHON=str(fake))
-  subprocess.run(['bash', str(script)], check=True, env=env)
+  env = dict(os.environ, SLURM_ARRAY_TASK_ID='5', PYTHON=str(fake),
+             RUNS=runs, DREAMER_ROOT=repo)
+  subprocess.run(['bash', str(ROOT / 'scripts/slurm/array.sbatch')],
+                 check=True, env=env, capture_output=True)
   args = json.loads(record.read_text())
   logdir = root / 'dummy_cont' / 'uniform' / 'seed1'
   assert args[0].endswith('dreamerv3/main.py')
@@ -109,7 +130,7 @@ def test_slurm_array_script_and_experiment_json(tmp_path, capsys):
   # Regenerating leaves out the finished run.
   assert study.main(argv) == 0
   text = pathlib.Path(capsys.readouterr().out.strip().splitlines()[-1])
-  assert '#SBATCH --array=0-6' in text.read_text()
+  assert '--array=0-6' in text.read_text()
   assert json.loads((root / 'experiment.json').read_text())['created'] == \
       info['created']
 
