@@ -22,7 +22,7 @@ import embodied  # noqa: E402
 from dreamerv3 import validate  # noqa: E402
 from dreamerv3.validate import ConfigError  # noqa: E402
 
-SCRIPTS = ('train', 'train_eval', 'eval_only')
+SCRIPTS = ('train', 'train_eval', 'eval_only', 'parallel')
 
 # Keys outside the agent and the env suites that shape stored data, with
 # the meaning of a missing key in an older logdir (see structural_keys).
@@ -388,11 +388,17 @@ def main(argv=None):
       batch_length=config.batch_length,
       replay_context=config.replay_context,
       cache_every=config.replay.cache_every)
+  # The parallel script's processes that run JAX set it up as this one.
+  extra = {'setup': functools.partial(
+      ejax.setup, config.jax.platform, config.jax.compute_dtype,
+      config.jax.debug_nans, config.jax.xla_flags,
+      os.path.expanduser(config.jax.cache_dir))} \
+      if config.script == 'parallel' else {}
   fn(functools.partial(make_agent, config, obs_space, act_space),
      functools.partial(make_replay, config),
      functools.partial(make_env, config),
      functools.partial(make_logger, config),
-     args)
+     args, **extra)
 
 
 def cli():

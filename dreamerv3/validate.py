@@ -54,6 +54,8 @@ RANGES = (
     (r'agent\.intrinsic\.(ema_alpha|scale_rate|ema_rate_min|ema_rate_max)',
      None, 1e-9, 1),
     (r'agent\.intrinsic\.(decay_steps|temperature)', None, 1e-9, None),
+    (r'run\.env_workers', INT, 1, None),
+    (r'run\.(sync_every|ratio_tolerance|actor_wait)', None, 0, None),
 )
 
 

@@ -1,0 +1,358 @@
+"""The parallel script: env workers, an actor, a replay server and the
+learner as separate processes on portal, started by one command.
+
+  env worker i --act(obs)--> actor (batched policy, all envs)
+       |                       ^ params every run.sync_every seconds
+       +--add(steps)--> replay server <--sample / write-back-- learner
+                       (Replay + SamplesPerInsert)        (this process:
+                                                           agent, logger,
+                                                           checkpoints)
+
+- Envs: run.envs envs in total, split as evenly as possible over
+  run.env_workers processes (at most one per env). Each worker steps its
+  envs in lockstep with the existing Driver, so run.parallel_envs still puts
+  every env of a worker into its own subprocess; env i is built with
+  make_env(i) as in `train`.
+- Train ratio: the replay server grants inserts and samples so that
+  replayed steps stay within run.ratio_tolerance of run.train_ratio times
+  the env steps past the prefill (see ratelimit.SamplesPerInsert); actors
+  block on insert when ahead, the learner on sample.
+- Addresses: run.replay_addr and run.actor_addr ('host:port'; '' picks a
+  free port on this machine). Servers listen on every interface of their
+  port, so other machines reach them at host:port; the replay server
+  writes LOGDIR/replay, which the learner's machine must share.
+- Checkpoints: the learner takes one snapshot of replay, limiter counters
+  and the light steps not yet seen (remote.ReplayServer.snapshot), feeds
+  those to the host state, and saves it with the agent into one checkpoint
+  folder. A resume restores all of it before any new step is inserted: it
+  loses at most the steps since the last save and duplicates none.
+- Failures: a worker that exits with an error is restarted (its envs begin
+  new episodes; the cut episode has no is_last in replay, as after a
+  resume). More than run.env_max_restarts restarts in a row without a step
+  in between (0: no limit) stop the job. If the replay server or the actor
+  dies, the job stops with a message naming it; the last checkpoint and
+  the written replay chunks stay.
+- Only this process writes the logger's files. Metrics: those of `train`
+  (episode/*, train/*, replay/*, fps/*) plus parallel/* (per-process
+  rates, wait fractions, actor batch and queue) and replay/insert_wait,
+  replay/sample_wait (mean seconds per call).
+"""
+
+import atexit
+import multiprocessing
+import sys
+import time
+
+import elements
+
+from embodied.core import Checkpoint
+from embodied.core.ratelimit import SamplesPerInsert
+
+from . import common
+from . import remote
+from .train import peak_memory, resume
+
+
+class ParallelError(RuntimeError):
+  """A process of the job failed in a way that stops the job."""
+
+
+def parallel(make_agent, make_replay, make_env, make_logger, args,
+             setup=None):
+  """setup: called first in each process that runs JAX (the actor), so it
+  uses the platform and dtype of this one."""
+  logdir = elements.Path(args.logdir)
+  seq = args.batch_length + args.replay_context
+  batch_steps = args.batch_size * seq
+  job = Job(make_agent, make_replay, make_env, args, setup)
+  job.start()
+  try:
+    _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps)
+  finally:
+    job.close()
+
+
+def _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps):
+  agent = make_agent()
+  logger = make_logger()
+  step = logger.step
+  episodes = common.Episodes(logger)
+  host = getattr(agent, 'host', None)
+  replay = remote.ReplayClient(
+      job.replay_addr, args.batch_size, seq, job.check, args.steps)
+  learner = common.Learner(
+      agent, replay, args.batch_size, args.get('cache_every', 0),
+      args.replay_context)
+
+  checkpoint = Checkpoint(logdir / 'ckpt')
+  checkpoint.register('step', step)
+  checkpoint.register('agent', agent)
+  checkpoint.register('replay', replay.part('replay'))
+  checkpoint.register('limiter', replay.part('limiter'))
+  if host:
+    checkpoint.register('host', host)
+  resume(checkpoint, args.from_checkpoint)
+  replay.step = int(step)
+  replay.open()  # From here on workers insert.
+
+  actor = remote.client(job.actor_addr, 'ActorClient')
+  remote.call(actor.call('params', agent.save()), job.check,
+              what='reply from the actor to its first parameters')
+
+  def feed():
+    """Light steps from the replay server: episode statistics (logged at
+    the env step they ended on) and the host state."""
+    for env, index, tran in replay.events:
+      env = int(env)  # Numbers arrive as NumPy scalars.
+      step.load(int(index))
+      episodes(tran, env)
+      if host:
+        host.on_step(tran, env)
+    replay.events.clear()
+    step.load(max(int(step), replay.step))
+
+  should_log = elements.when.Clock(args.log_every)
+  should_save = elements.when.Clock(args.save_every, first=False)
+  should_sync = elements.when.Clock(args.sync_every, first=False)
+  should_report = elements.when.Clock(args.report_every, first=False) \
+      if args.report_every else (lambda: False)
+  rates = Rates(job)
+  agg = elements.Agg()
+  start = time.time()
+  sync = None
+
+  def save():
+    # A prefetching Learner first writes back its outstanding step.
+    flush = getattr(learner, 'flush', None)
+    if flush:
+      agg.add(flush(), prefix='train')
+    replay.snapshot()
+    feed()
+    step.load(replay.step)
+    checkpoint.save(int(step))
+
+  print(f'Start training at step {int(step):,} (until {int(args.steps):,}).')
+  print(f'Parallel: {len(job.groups)} env workers '
+        f'({", ".join(str(len(g)) for g in job.groups)} envs), replay at '
+        f'{job.replay_addr}, actor at {job.actor_addr}.', flush=True)
+
+  while True:
+    job.check()
+    if args.duration and time.time() - start > args.duration:
+      print(f'Stopping after run.duration={args.duration}s.')
+      break
+    try:
+      agg.add(learner(), prefix='train')
+    except remote.Finished:
+      break
+    feed()
+    if should_sync() and (sync is None or sync.done()):
+      if sync is not None:
+        sync.result()  # Raises the actor's error, if any.
+      sync = actor.call('params', agent.save())
+    if should_report():
+      common.log_report(logger, agg, agent.report(learner.report_batch(
+          args.get('report_batch', args.batch_size),
+          args.get('report_length', args.batch_length))))
+    if should_log():
+      logger.add(agg.result())
+      logger.add(rates(int(step), learner.updates, batch_steps, replay,
+                       actor))
+      logger.add(learner.stats())
+      logger.add(peak_memory(), prefix='usage')
+      logger.write()
+    if should_save():
+      save()
+
+  feed()
+  logger.add(agg.result())
+  logger.add(rates(int(step), learner.updates, batch_steps, replay, actor))
+  logger.write()
+  save()
+  logger.close()
+  actor.close(timeout=1)
+  replay.close()
+
+
+class Job:
+  """Starts the server and worker processes and watches them: check()
+  restarts env workers that exited with an error and raises ParallelError
+  when the replay server or the actor is gone."""
+
+  def __init__(self, make_agent, make_replay, make_env, args, setup):
+    import portal  # Lazy: importing portal switches multiprocessing to spawn.
+    self.portal = portal
+    self.make_agent, self.make_replay, self.make_env = \
+        make_agent, make_replay, make_env
+    self.args = args
+    self.setup = setup
+    self.replay_addr = _addr(args.replay_addr, 'run.replay_addr')
+    self.actor_addr = _addr(args.actor_addr, 'run.actor_addr')
+    count = max(1, min(int(args.env_workers), int(args.envs)))
+    self.groups = [list(range(args.envs))[i::count] for i in range(count)]
+    self.groups = [sorted(g) for g in self.groups]
+    self.replay_proc = None
+    self.actor_proc = None
+    self.workers = [None] * count
+    self.progress = [multiprocessing.get_context('spawn').Value('q', 0)
+                     for _ in range(count)]
+    self.failures = [0] * count  # Failures in a row, per worker.
+    self.seen = [0] * count  # Progress at the latest (re)start.
+    self.restarts = 0
+    self.closed = False
+    self._last_check = 0.0
+
+  def start(self):
+    args = self.args
+    seq = args.batch_length + args.replay_context
+    batch_steps = args.batch_size * seq
+    min_steps = args.train_fill or batch_steps
+    largest = max(len(g) for g in self.groups)
+    floor = SamplesPerInsert.minimum(args.train_ratio, largest, batch_steps)
+    tolerance = max(float(args.ratio_tolerance), floor)
+    if args.ratio_tolerance and args.ratio_tolerance < floor:
+      print(f'Note: run.ratio_tolerance {args.ratio_tolerance} is below '
+            f'{floor:g}, the least that cannot stall both sides; using '
+            f'{floor:g}.', file=sys.stderr)
+    self.tolerance = tolerance
+    self.replay_proc = self._process(
+        remote.serve_replay, self.make_replay, self.replay_addr,
+        args.train_ratio, tolerance, min_steps, int(args.steps),
+        len(self.groups), name='replay')
+    sizes = [len(g) for g in self.groups]
+    self.actor_proc = self._process(
+        remote.serve_actor, self.setup, self.make_agent, self.actor_addr,
+        sizes, args.actor_wait, name='actor')
+    for index in range(len(self.groups)):
+      self._start_worker(index)
+
+  def _process(self, fn, *args, name):
+    proc = self.portal.Process(fn, *args, name=name)
+    proc.start()
+    return proc
+
+  def _start_worker(self, index):
+    args = self.args
+    self.workers[index] = self._process(
+        remote.env_worker, index, self.groups[index], self.make_env,
+        self.actor_addr, self.replay_addr, bool(args.parallel_envs),
+        int(args.env_max_restarts), self.progress[index],
+        name=f'envs{index}')
+    self.seen[index] = self.progress[index].value
+
+  def check(self, force=False):
+    """Cheap enough to call often; looks at the processes twice a second."""
+    now = time.time()
+    if self.closed or (not force and now - self._last_check < 0.5):
+      return
+    self._last_check = now
+    for name, proc in (('replay server', self.replay_proc),
+                       ('actor', self.actor_proc)):
+      if proc.exitcode is not None:
+        raise ParallelError(
+            f'The {name} process exited (exit code {proc.exitcode}); the '
+            'job stops. The last checkpoint and the written replay chunks '
+            'are kept: run the same command again to resume. See its error '
+            'above.')
+    for index, proc in enumerate(self.workers):
+      code = proc.exitcode
+      if code is None or code == 0:  # Running, or done with the run.
+        continue
+      progressed = self.progress[index].value > self.seen[index]
+      self.failures[index] = 1 if progressed else self.failures[index] + 1
+      limit = int(self.args.env_max_restarts)
+      if limit and self.failures[index] > limit:
+        raise ParallelError(
+            f'Env worker {index} failed {self.failures[index]} times in a '
+            f'row without a step in between (run.env_max_restarts is '
+            f'{limit}); the job stops. See its error above.')
+      self.restarts += 1
+      print(f'Warning: restarting env worker {index} (exit code {code}).',
+            file=sys.stderr, flush=True)
+      _forget(proc)
+      self._start_worker(index)
+
+  def close(self):
+    self.closed = True
+    procs = [*self.workers, self.actor_proc, self.replay_proc]
+    for proc in procs:
+      if proc is not None and proc.started:
+        if proc.exitcode is None:
+          proc.kill()
+        _forget(proc)
+
+
+def _forget(proc):
+  # Portal's exit hook would otherwise kill whatever later reuses the pid.
+  atexit.unregister(proc.kill)
+
+
+def _addr(value, key):
+  if not value:
+    import portal
+    return f'localhost:{portal.free_port()}'
+  try:
+    remote.parse_addr(value)
+  except ValueError:
+    raise ValueError(
+        f"{key} needs 'host:port' or a port, got {value!r}") from None
+  return value
+
+
+class Rates:
+  """Per-process rates and wait fractions between log calls."""
+
+  def __init__(self, job):
+    self.job = job
+    self.last = None
+    self.last_progress = None
+    self.workers = {}  # worker -> counters at the last call
+    self.restarts = 0
+
+  def __call__(self, step, updates, batch_steps, replay, actor):
+    now = time.perf_counter()
+    out = {}
+    stats = replay.stats()
+    out.update(stats['metrics'])
+    out.update(remote.call(actor.call('stats'), self.job.check,
+                           what='reply from the actor to stats'))
+    dt = None
+    if self.last:
+      prev_time, prev_step, prev_updates, prev_wait = self.last
+      dt = max(now - prev_time, 1e-9)
+      out['fps/env'] = (step - prev_step) / dt
+      out['fps/train'] = (updates - prev_updates) / dt
+      out['fps/replayed'] = out['fps/train'] * batch_steps
+      out['parallel/learner_ups'] = out['fps/train']
+      out['parallel/learner_wait_frac'] = (replay.wait_time - prev_wait) / dt
+    self.last = (now, step, updates, replay.wait_time)
+    # Env workers: steps from the shared progress counters; wait shares
+    # from the deltas of the counters each worker sends with its inserts (a
+    # restarted worker has a new pid and starts from zero).
+    progress = [p.value for p in self.job.progress]
+    if dt and self.last_progress is not None:
+      for worker, (new, old) in enumerate(zip(progress, self.last_progress)):
+        out[f'parallel/worker{worker}_fps'] = (new - old) / dt
+    self.last_progress = progress
+    total = {'env_time': 0.0, 'actor_wait': 0.0, 'insert_wait': 0.0,
+             'restarts': 0}
+    for worker, new in stats['workers']:
+      worker = int(worker)
+      old = self.workers.get(worker)
+      if not old or old['pid'] != new['pid']:
+        old = {k: 0 for k in new}
+      for key in total:
+        total[key] += new[key] - old[key]
+      self.workers[worker] = new
+    busy = total['env_time'] + total['insert_wait']
+    if busy > 0:
+      # Shares of the workers' loop time: stepping envs (the actor's
+      # replies excluded), waiting for actions, waiting to insert.
+      out['parallel/env_frac'] = (
+          total['env_time'] - total['actor_wait']) / busy
+      out['parallel/actor_wait_frac'] = total['actor_wait'] / busy
+      out['parallel/insert_wait_frac'] = total['insert_wait'] / busy
+    out['env/restarts'] = total['restarts']
+    out['parallel/worker_restarts'] = self.job.restarts - self.restarts
+    self.restarts = self.job.restarts
+    return out

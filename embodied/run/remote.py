@@ -1,0 +1,536 @@
+"""The processes of the `parallel` run script and their RPC clients, on
+portal: a replay server, an actor serving batched policy inference, and env
+workers. parallel.py starts and supervises them and runs the learner.
+
+Every server method returns within about WAIT seconds, also when it has to
+hold its caller back (it then answers 'wait' and the caller asks again), so
+that no server thread and no client is stuck on a peer that has died:
+clients check the health of the job between tries (see call()).
+"""
+
+import os
+import pickle
+import sys
+import threading
+import time
+import traceback
+
+import numpy as np
+
+from embodied.core.ratelimit import SamplesPerInsert
+
+WAIT = 1.0  # Seconds a server method holds a caller before 'wait'.
+
+
+class Finished(Exception):
+  """The run has reached its step count: no more inserts or samples."""
+
+
+def parse_addr(addr):
+  """'host:port' -> (host, port); a bare port means localhost."""
+  host, _, port = str(addr).rpartition(':')
+  return host or 'localhost', int(port)
+
+
+def client(addr, name):
+  """A portal client; call methods as client.call('name', ...), since
+  portal.Client has attributes of its own (e.g. stats)."""
+  import portal
+  host, port = parse_addr(addr)
+  return portal.Client(f'{host}:{port}', name, logging=False)
+
+
+def server(addr, name, workers):
+  import portal
+  _, port = parse_addr(addr)
+  # errors=False: a failing method answers its caller with the error
+  # instead of closing the server; the caller raises it.
+  return portal.Server(port, name, workers=workers, errors=False,
+                       logging=False)
+
+
+def call(future, check=None, timeout=None, what='reply'):
+  """The future's result, waiting in short steps that run check() (which
+  raises if the job cannot go on)."""
+  deadline = timeout and time.time() + timeout
+  while True:
+    try:
+      return future.result(timeout=0.5)
+    except TimeoutError:
+      if check:
+        check()
+      if deadline and time.time() > deadline:
+        raise TimeoutError(f'No {what} within {timeout} s.') from None
+
+
+def light(tran):
+  """What the learner sees of every env step (episode statistics and the
+  agent's host state): the scalar entries (reward, is_first, is_last,
+  is_terminal, ...) and the log/ entries."""
+  return {k: v for k, v in tran.items()
+          if k.startswith('log/') or np.ndim(v) == 0}
+
+
+# Replay server.
+
+class ReplayServer:
+  """Holds the Replay and the SamplesPerInsert limiter. Env workers insert
+  one lockstep step of their envs per call; the learner samples, writes
+  per-step outputs back and takes coordinated snapshots.
+
+  Invariants:
+  - Steps are added only after open() (the learner calls it once it has
+    restored the checkpoint, so no step is added to a buffer that a load
+    would then replace) and only while inserted < limiter.limit (the run's
+    steps).
+  - Replay contents, the limiter counters and the queue of light steps for
+    the learner change together under the limiter's lock; snapshot() takes
+    all three at one moment, so a checkpoint's replay, counters and host
+    state agree (a resume neither loses nor duplicates steps before it).
+  """
+
+  def __init__(self, replay, limiter):
+    self.replay = replay
+    self.limiter = limiter
+    self.opened = threading.Event()
+    self.events = []  # (env id, step index, light tran), drained by learner.
+    self.workers = {}  # worker -> its latest cumulative counters.
+    self.writeback = [0.0, 0]  # seconds, calls
+
+  def info(self):
+    return {'length': self.replay.length, 'chunksize': self.replay.chunksize}
+
+  def open(self):
+    self.opened.set()
+    return True
+
+  def add(self, worker, trans, counters):
+    """trans: [(env id, tran)], one lockstep step of the worker's envs.
+    Returns 'ok', 'wait' (try again) or 'done' (the run has its steps)."""
+    # Numbers arrive as NumPy scalars (portal's packing).
+    self.workers[int(worker)] = {k: v.item() if hasattr(v, 'item') else v
+                                 for k, v in counters.items()}
+    trans = [(int(env), tran) for env, tran in trans]
+    if not self.opened.wait(WAIT):
+      return 'wait'
+
+    def insert():
+      # Counted already: the k-th step is env step inserted - n + k + 1.
+      base = self.limiter.inserted - len(trans)
+      for k, (env, tran) in enumerate(trans):
+        self.replay.add(tran, env)
+        self.events.append((env, base + k + 1, light(tran)))
+    granted, _ = self.limiter.insert(len(trans), WAIT, insert)
+    if granted:
+      return 'ok'
+    # The limiter refuses inserts past the run's steps for good.
+    return 'done' if self.limiter.inserted >= self.limiter.limit else 'wait'
+
+  def sample(self, batch_size, seq, commit):
+    """{'data': batch or None ('wait'), 'step': env steps, 'events': light
+    steps since the last call}. Uncommitted samples (reports) skip the
+    limiter."""
+    data, batch_size, commit = None, int(batch_size), bool(commit)
+    if not commit:
+      data = self.replay.sample(batch_size, commit=False)
+    elif not len(self.replay.sampler):
+      # Past the prefill but no env has a whole sequence yet (more envs
+      # than the prefill has sequences): wait for more steps.
+      time.sleep(0.1)
+    else:
+      _, data = self.limiter.sample(
+          batch_size * seq, WAIT,
+          lambda: self.replay.sample(batch_size, commit=True))
+    counters, events = self.limiter.snapshot(self._drain)
+    return {'data': data, 'step': counters['inserted'], 'events': events}
+
+  def _drain(self):
+    events, self.events = self.events, []
+    return events
+
+  def update(self, stepid, values):
+    start = time.perf_counter()
+    self.replay.update(stepid, values)
+    self._time_writeback(start)
+    return True
+
+  def prioritize(self, stepid, values):
+    start = time.perf_counter()
+    self.replay.prioritize(stepid, values)
+    self._time_writeback(start)
+    return True
+
+  def item_ids(self):
+    return self.replay.item_ids()
+
+  def gather(self, itemids):
+    return self.replay.gather(itemids)
+
+  def snapshot(self):
+    """Pickled {'replay', 'limiter', 'step', 'events'} taken at one moment
+    (see the class doc)."""
+    def take():
+      events, self.events = self.events, []
+      return self.replay.save(), events
+    limiter, (replay, events) = self.limiter.snapshot(take)
+    return pickle.dumps({'replay': replay, 'limiter': limiter,
+                         'step': limiter['inserted'], 'events': events})
+
+  def restore(self, key, blob):
+    if self.opened.is_set():
+      raise RuntimeError('Replay server is open already; cannot load now.')
+    data = pickle.loads(blob)
+    if key == 'replay':
+      self.replay.load(data)
+    else:
+      self.limiter.load(data)
+    return True
+
+  def committed(self):
+    self.replay.committed()
+    return True
+
+  def stats(self):
+    # Under the limiter's lock, so replay/size and replay/inserted agree.
+    _, out = self.limiter.snapshot(self._stats)
+    seconds, calls = self.writeback
+    if calls:
+      out['replay/writeback_ms'] = 1000 * seconds / calls
+    self.writeback = [0.0, 0]
+    # A list: portal's packing takes only string keys.
+    return {'metrics': out, 'workers': sorted(self.workers.items())}
+
+  def _stats(self):
+    out = {f'replay/{k}': v for k, v in self.limiter.stats().items()}
+    out.update(self.replay.stats())
+    return out
+
+  def _time_writeback(self, start):
+    self.writeback[0] += time.perf_counter() - start
+    self.writeback[1] += 1
+
+
+def serve_replay(make_replay, addr, ratio, tolerance, min_steps, steps,
+                 workers):
+  """Process entry: the replay server at addr until killed."""
+  replay = make_replay('replay')
+  limiter = SamplesPerInsert(ratio, tolerance, min_steps, limit=steps)
+  impl = ReplayServer(replay, limiter)
+  srv = server(addr, 'Replay', 4)
+  # Env workers block in add(), each on its own thread; the learner's
+  # samples and write-backs get theirs, so neither waits behind the other.
+  srv.bind('add', impl.add, workers=workers)
+  srv.bind('sample', impl.sample, workers=2)
+  srv.bind('update', impl.update, workers=1)
+  srv.bind('prioritize', impl.prioritize, workers=1)
+  for name in ('info', 'open', 'item_ids', 'gather', 'snapshot', 'restore',
+               'committed', 'stats'):
+    srv.bind(name, getattr(impl, name))
+  srv.start(block=True)
+
+
+class ReplayClient:
+  """The learner's handle of the replay server. Offers what common.Learner
+  and PriorityRefresh use of a Replay (sample, update, prioritize,
+  item_ids, gather, length, chunksize) plus the coordinated snapshot.
+  sample(commit=True) prefetches the next batch while the caller trains.
+
+  `step` is the server's count of env steps, as of the latest reply;
+  `events` collects the light steps (see light()) for the learner."""
+
+  def __init__(self, addr, batch_size, seq, check, steps):
+    self.client = client(addr, 'ReplayClient')
+    self.batch_size, self.seq = batch_size, seq
+    self.check = check
+    self.steps = int(steps)
+    self.step = 0
+    self.events = []
+    self.wait_time = 0.0  # Seconds sample() blocked the caller.
+    self._next = None
+    self._snapshot = None
+    info = self._call('info')
+    self.length, self.chunksize = info['length'], info['chunksize']
+
+  def _call(self, method, *args):
+    return call(self.client.call(method, *args), self.check,
+                what=f'reply from the replay server to {method}')
+
+  def _take(self, reply):
+    self.step = int(reply['step'])
+    self.events += reply['events']
+    return reply['data']
+
+  def sample(self, batch_size, commit=True):
+    if not commit or batch_size != self.batch_size:
+      return self._take(self._call('sample', batch_size, self.seq, False))
+    start = time.perf_counter()
+    try:
+      while True:
+        future = self._next or self.client.call('sample', batch_size, self.seq, True)
+        self._next = None
+        data = self._take(call(future, self.check))
+        if data is not None:
+          break
+        if self.step >= self.steps:
+          raise Finished()
+      self._next = self.client.call('sample', batch_size, self.seq, True)
+      return data
+    finally:
+      self.wait_time += time.perf_counter() - start
+
+  def update(self, stepid, values):
+    # Not waited for: the next train step does not need it; errors surface
+    # at a later call.
+    self.client.call('update', stepid, values)
+
+  def prioritize(self, stepid, values):
+    self.client.call('prioritize', stepid, values)
+
+  def item_ids(self):
+    return self._call('item_ids')
+
+  def gather(self, itemids):
+    return self._call('gather', np.asarray(itemids, np.int64))
+
+  def open(self):
+    return self._call('open')
+
+  def stats(self):
+    return self._call('stats')
+
+  def snapshot(self):
+    """Takes the coordinated snapshot; returns its env step. Its parts are
+    then saved through part('replay') and part('limiter')."""
+    data = pickle.loads(self._call('snapshot'))
+    self.step = int(data['step'])
+    self.events += data['events']
+    self._snapshot = data
+    return self.step
+
+  def part(self, key):
+    return _Part(self, key)
+
+  def close(self):
+    self.client.close(timeout=1)
+
+
+class _Part:
+  """A checkpointed object standing for the server's replay or limiter:
+  save() returns the part of the last snapshot, load() sends the data."""
+
+  def __init__(self, owner, key):
+    self.owner, self.key = owner, key
+
+  def save(self):
+    if self.owner._snapshot is None:
+      raise RuntimeError('ReplayClient.snapshot() must precede a save.')
+    return self.owner._snapshot[self.key]
+
+  def load(self, data):
+    self.owner._call('restore', self.key, pickle.dumps(data))
+    if self.key == 'limiter':
+      self.owner.step = int(data['inserted'])
+
+  def committed(self):
+    if self.key == 'replay':
+      self.owner._snapshot = None
+      self.owner._call('committed')
+
+
+# Actor.
+
+class ActorServer:
+  """Batched policy inference for every env of every worker. Keeps the
+  policy carry of all envs on the host, one row per env (envs of worker w
+  are rows offsets[w] .. offsets[w] + sizes[w] - 1).
+
+  A round starts with the first request and runs once every worker has
+  asked or `wait` seconds have passed; it always computes the full batch
+  (rows of workers that did not ask get their last obs), so the policy is
+  compiled once, and it keeps the new carry of the rows that asked only.
+  act() blocks until params() has delivered parameters once."""
+
+  def __init__(self, agent, sizes, wait):
+    import jax
+    self.jax = jax
+    self.agent = agent
+    self.sizes = list(sizes)
+    self.offsets = np.cumsum([0] + self.sizes[:-1]).tolist()
+    self.total = sum(self.sizes)
+    self.wait = wait
+    self.carry = jax.device_get(agent.init_policy(self.total))
+    self.obs = None
+    self.has_params = threading.Event()
+    self.version = 0
+    self.lock = threading.Lock()  # Parameters vs. inference.
+    self.cond = threading.Condition()
+    self.pending = {}  # worker -> [obs, result slot, done event]
+    self.running = True
+    self.counts = {'rounds': 0, 'envs': 0, 'busy': 0.0, 'start':
+                   time.perf_counter(), 'pending': 0}
+    self.thread = threading.Thread(target=self._loop, daemon=True)
+    self.thread.start()
+
+  def params(self, state):
+    with self.lock:
+      self.agent.load(state)
+      self.version += 1
+    self.has_params.set()
+    return self.version
+
+  def act(self, worker, obs):
+    if not self.has_params.wait(WAIT):
+      return None
+    entry = [obs, None, threading.Event()]
+    worker = int(worker)
+    with self.cond:
+      self.pending[worker] = entry
+      self.cond.notify_all()
+    while not entry[2].wait(WAIT):
+      if not self.running:
+        raise RuntimeError('Actor stopped.')
+    if isinstance(entry[1], Exception):
+      raise entry[1]
+    return entry[1]
+
+  def stats(self):
+    c = self.counts
+    now = time.perf_counter()
+    dt = max(now - c['start'], 1e-9)
+    out = {'parallel/actor_busy_frac': c['busy'] / dt,
+           'parallel/actor_params_version': self.version}
+    if c['rounds']:
+      out['parallel/actor_batch'] = c['envs'] / c['rounds']
+      out['parallel/actor_queue'] = c['pending'] / c['rounds']
+      out['parallel/actor_fps'] = c['envs'] / dt
+    self.counts = {'rounds': 0, 'envs': 0, 'busy': 0.0, 'start': now,
+                   'pending': 0}
+    return out
+
+  def _loop(self):
+    while self.running:
+      with self.cond:
+        if not self.pending and not self.cond.wait(0.5):
+          continue
+        deadline = time.perf_counter() + self.wait
+        while len(self.pending) < len(self.sizes):
+          left = deadline - time.perf_counter()
+          if left <= 0:
+            break
+          self.cond.wait(left)
+        batch, self.pending = self.pending, {}
+      if not batch:
+        continue
+      try:
+        self._round(batch)
+      except Exception as e:
+        traceback.print_exc()
+        for entry in batch.values():
+          entry[1] = e
+          entry[2].set()
+
+  def _round(self, batch):
+    start = time.perf_counter()
+    rows = {}
+    for worker, (obs, _, _) in batch.items():
+      if worker >= len(self.sizes):
+        raise ValueError(f'Unknown env worker {worker}.')
+      if self.obs is None:
+        self.obs = {k: np.zeros((self.total, *np.shape(v)[1:]),
+                                np.asarray(v).dtype) for k, v in obs.items()}
+      lo = self.offsets[worker]
+      rows[worker] = slice(lo, lo + self.sizes[worker])
+      for key, value in obs.items():
+        self.obs[key][rows[worker]] = value
+    with self.lock:
+      carry, act, outs = self.agent.policy(self.carry, self.obs, mode='train')
+    carry = self.jax.device_get(carry)
+    mask = np.zeros(self.total, bool)
+    for r in rows.values():
+      mask[r] = True
+    self.carry = self.jax.tree.map(
+        lambda new, old: np.where(
+            mask.reshape((-1,) + (1,) * (np.ndim(new) - 1)), new, old),
+        carry, self.carry)
+    for worker, entry in batch.items():
+      r = rows[worker]
+      entry[1] = {'act': {k: v[r] for k, v in act.items()},
+                  'outs': {k: v[r] for k, v in outs.items()}}
+      entry[2].set()
+    c = self.counts
+    c['rounds'] += 1
+    c['envs'] += sum(self.sizes[w] for w in batch)
+    c['pending'] += len(batch)
+    c['busy'] += time.perf_counter() - start
+
+
+def serve_actor(setup, make_agent, addr, sizes, wait):
+  """Process entry: the actor at addr until killed."""
+  # On a GPU the learner holds most of the memory already.
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+  if setup:
+    setup()
+  agent = make_agent()
+  impl = ActorServer(agent, sizes, wait)
+  srv = server(addr, 'Actor', 2)
+  srv.bind('act', impl.act, workers=len(sizes) + 1)
+  srv.bind('params', impl.params)
+  srv.bind('stats', impl.stats)
+  srv.start(block=True)
+
+
+# Env workers.
+
+def env_worker(index, env_ids, make_env, actor_addr, replay_addr, parallel,
+               max_restarts, progress):
+  """Process entry: steps the envs env_ids with the existing Driver (each
+  env in its own subprocess with parallel=True, i.e. run.parallel_envs),
+  asks the actor for actions and inserts every lockstep step into replay.
+  progress: a shared counter of this worker's env steps (the supervisor
+  reads it). Returns when the replay server says the run is done."""
+  import functools
+  from embodied.core import Driver
+  actor = client(actor_addr, f'Actor{index}')
+  replay = client(replay_addr, f'Replay{index}')
+  fns = [functools.partial(make_env, i) for i in env_ids]
+  driver = Driver(fns, parallel=parallel, max_restarts=max_restarts)
+  counters = {'pid': os.getpid(), 'steps': 0, 'env_time': 0.0,
+              'actor_wait': 0.0, 'insert_wait': 0.0, 'restarts': 0}
+  trans = []
+  driver.on_step(lambda tran, i: trans.append((env_ids[i], tran)))
+
+  def policy(carry, obs):
+    start = time.perf_counter()
+    obs = {k: v for k, v in obs.items() if not k.startswith('log/')}
+    while True:
+      reply = actor.call('act', index, obs).result()
+      if reply is not None:
+        break
+    counters['actor_wait'] += time.perf_counter() - start
+    return carry, reply['act'], reply['outs']
+
+  driver.reset(lambda n: None)
+  print(f'Env worker {index} started (pid {os.getpid()}, envs '
+        f'{", ".join(map(str, env_ids))}).', flush=True)
+  try:
+    while True:
+      start = time.perf_counter()
+      driver(policy, steps=len(env_ids))
+      counters['env_time'] += time.perf_counter() - start
+      counters['restarts'] = driver.restarts
+      start = time.perf_counter()
+      while True:
+        status = replay.call('add', index, trans, dict(counters)).result()
+        if status != 'wait':
+          break
+      counters['insert_wait'] += time.perf_counter() - start
+      if status == 'done':
+        break
+      counters['steps'] += len(trans)
+      with progress.get_lock():
+        progress.value += len(trans)
+      trans.clear()
+  finally:
+    driver.close()
+  print(f'Env worker {index} done.', file=sys.stderr, flush=True)
+  return 0

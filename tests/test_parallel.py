@@ -1,0 +1,237 @@
+"""The parallel script: its samples-per-insert limiter, and real runs of
+dreamerv3/main.py --script parallel (debug config) in subprocesses: a run
+during which an env worker is killed, then a resume of its logdir."""
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from embodied.core.ratelimit import SamplesPerInsert
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+# The limiter.
+
+def test_limiter_hand_computed_sequence():
+  # ratio 2, tolerance 4, prefill 3: d = S - 2 * max(0, I - 3).
+  lim = SamplesPerInsert(ratio=2, tolerance=4, min_steps=3)
+  assert not lim.can_sample(1)          # Prefill.
+  assert lim.insert(2, timeout=0)[0]    # I=2, still prefill.
+  assert lim.insert(2, timeout=0)[0]    # I=4 (granted: I was < 3), d=-2.
+  # Next insert of 2: 2 * (6 - 3) - 0 = 6 > 4, refused.
+  assert not lim.insert(2, timeout=0)[0]
+  assert lim.insert(1, timeout=0)[0]    # 2 * (5 - 3) = 4 <= 4: I=5, d=-4.
+  # Sample 8: 8 - 4 = 4 <= 4 granted; then sample 1: 9 - 4 = 5 > 4 refused.
+  assert lim.sample(8, timeout=0)[0]
+  assert not lim.sample(1, timeout=0)[0]
+  assert lim.save() == {'inserted': 5, 'sampled': 8}
+  # Insert 4: 2 * (9 - 3) - 8 = 4 <= 4 granted; d = 8 - 12 = -4.
+  assert lim.insert(4, timeout=0)[0]
+  assert not lim.insert(1, timeout=0)[0]
+  stats = lim.stats()
+  assert stats['inserted'] == 9 and stats['sampled'] == 8
+  assert stats['deficit'] == -4
+  # Loading restores the counters (the checkpointed state).
+  other = SamplesPerInsert(2, 4, 3)
+  other.load(lim.save())
+  assert other.save() == {'inserted': 9, 'sampled': 8}
+  assert not other.insert(1, timeout=0)[0]
+  assert other.sample(8, timeout=0)[0]
+
+
+def test_limiter_minimum_tolerance_never_stalls():
+  ratio, n, b = 16.0, 2, 36
+  tol = SamplesPerInsert.minimum(ratio, n, b)
+  lim = SamplesPerInsert(ratio, tol, min_steps=36)
+  for _ in range(500):
+    assert lim.can_insert(n) or lim.can_sample(b)
+    if lim.can_sample(b):
+      lim.sample(b, timeout=0)
+    else:
+      lim.insert(n, timeout=0)
+  assert lim.sampled > 0 and lim.inserted > 36
+
+
+def test_limiter_blocks_threads_within_tolerance():
+  ratio, tol, batch = 4.0, 20.0, 8
+  lim = SamplesPerInsert(ratio, tol, min_steps=10)
+  seen = []  # Deficits right after every granted call.
+  lock = threading.Lock()
+
+  def record():
+    d = lim.sampled - ratio * max(0, lim.inserted - lim.min_steps)
+    with lock:
+      seen.append((lim.inserted, d))
+
+  def actor():
+    for _ in range(200):
+      assert lim.insert(1, timeout=10, then=record)[0]
+
+  def learner():
+    # Stops once 200 inserts are used up to within the tolerance.
+    while lim.sample(batch, timeout=1.0, then=record)[0]:
+      pass
+
+  threads = [threading.Thread(target=actor),
+             threading.Thread(target=learner)]
+  for t in threads:
+    t.start()
+  threads[0].join(30)
+  threads[1].join(30)
+  assert not any(t.is_alive() for t in threads)
+  assert lim.inserted == 200
+  # Past the prefill the deficit never leaves [-tol, tol].
+  assert all(-tol <= d <= tol for i, d in seen if i > lim.min_steps)
+  # The learner got as far as the tolerance allows: one more batch would
+  # put it more than tol ahead of ratio * (200 - 10) = 760.
+  assert 760 + tol - batch < lim.sampled <= 760 + tol
+  # A blocked sample waits and then gives up after its timeout.
+  start = time.time()
+  assert not lim.sample(batch, timeout=0.3)[0]
+  assert time.time() - start >= 0.25
+
+
+def test_limiter_blocked_insert_released_by_sample():
+  lim = SamplesPerInsert(ratio=1, tolerance=5, min_steps=0)
+  assert lim.insert(5, timeout=0)[0]  # d = -5.
+  result = {}
+  waiter = threading.Thread(
+      target=lambda: result.setdefault('ok', lim.insert(1, timeout=10)[0]))
+  waiter.start()
+  time.sleep(0.3)
+  assert waiter.is_alive()  # 1 * 6 - 0 > 5: blocked.
+  assert lim.sample(3, timeout=0)[0]  # 3 - 5 <= 5; wakes the waiter.
+  waiter.join(5)
+  assert result == {'ok': True} and lim.save() == {
+      'inserted': 6, 'sampled': 3}
+  lim.close()
+  start = time.time()
+  assert not lim.sample(100, timeout=5)[0]  # Closed: returns at once.
+  assert time.time() - start < 1
+
+
+# Real runs.
+
+BASE = ['--configs', 'debug', '--task', 'dummy_vector', '--script',
+        'parallel']
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+  env = dict(os.environ)
+  env['PYTHONUNBUFFERED'] = '1'
+  env['DREAMER_TEST_CACHE'] = str(tmp_path_factory.mktemp('jax_cache'))
+  return env
+
+
+def command(env, logdir, *args):
+  return [sys.executable, 'dreamerv3/main.py', *BASE, '--jax.cache_dir',
+          env['DREAMER_TEST_CACHE'], '--logdir', str(logdir), *args]
+
+
+def ckpt_step(logdir):
+  latest = pathlib.Path(logdir) / 'ckpt' / 'latest'
+  if not latest.exists():
+    return None
+  return int(latest.read_text().strip().rsplit('-', 1)[1])
+
+
+def jsonl(path):
+  import json
+  return [json.loads(l) for l in pathlib.Path(path).read_text().splitlines()
+          if l.strip()]
+
+
+@pytest.fixture(scope='module')
+def first(env, tmp_path_factory):
+  """A run of 200 steps during which env worker 0 is killed once."""
+  logdir = tmp_path_factory.mktemp('parallel') / 'run'
+  out = logdir.parent / 'out.txt'
+  with open(out, 'w') as log:
+    proc = subprocess.Popen(
+        command(env, logdir, '--run.steps', '200'), cwd=ROOT, env=env,
+        stdout=log, stderr=subprocess.STDOUT)
+    killed = None
+    try:
+      deadline = time.time() + 240
+      while killed is None:
+        text = out.read_text()
+        match = re.search(r'Env worker 0 started \(pid (\d+)', text)
+        if match and 'Start training' in text and 'replay' in text.split(
+            'Start training', 1)[1]:
+          killed = int(match.group(1))
+          os.kill(killed, signal.SIGKILL)
+        assert proc.poll() is None, text[-3000:]
+        assert time.time() < deadline, text[-3000:]
+        time.sleep(0.2)
+      proc.wait(timeout=240)
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+  return dict(logdir=logdir, proc=proc, text=out.read_text(), killed=killed)
+
+
+def test_parallel_run_writes_scores_and_checkpoint(first):
+  logdir, text = first['logdir'], first['text']
+  assert first['proc'].returncode == 0, text[-3000:]
+  assert 'Start training at step 0 ' in text
+  assert ckpt_step(logdir) == 200
+  folder = logdir / 'ckpt' / (logdir / 'ckpt' / 'latest').read_text().strip()
+  for key in ('agent', 'step', 'replay', 'limiter', 'done'):
+    assert list(folder.glob(f'{key}*')), key
+  scores = jsonl(logdir / 'scores.jsonl')
+  assert scores and {s['episode/length'] for s in scores} == {20.0}
+  metrics = jsonl(logdir / 'metrics.jsonl')
+  keys = set().union(*metrics)
+  assert {'train/loss/rec', 'fps/env', 'fps/train', 'replay/size',
+          'replay/insert_wait', 'parallel/learner_wait_frac',
+          'parallel/actor_wait_frac', 'parallel/actor_batch'} <= keys
+  # Every env step is one replay step (capacity 1e4, nothing evicted).
+  last = [m for m in metrics if 'replay/size' in m][-1]
+  assert last['replay/size'] == 200 and last['replay/inserted'] == 200
+
+
+def test_killed_env_worker_is_restarted(first):
+  text = first['text']
+  assert first['killed']
+  assert 'Warning: restarting env worker 0' in text, text[-3000:]
+  starts = re.findall(r'Env worker 0 started \(pid (\d+)', text)
+  assert len(starts) == 2 and int(starts[0]) == first['killed']
+  assert int(starts[1]) != first['killed']
+
+
+@pytest.fixture(scope='module')
+def resumed(env, first):
+  logdir = first['logdir']
+  size = (logdir / 'metrics.jsonl').stat().st_size
+  proc = subprocess.run(
+      command(env, logdir, '--run.steps', '260'), cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=300)
+  with open(logdir / 'metrics.jsonl') as f:
+    f.seek(size)
+    import json
+    new = [json.loads(l) for l in f.read().splitlines() if l.strip()]
+  return dict(proc=proc, logdir=logdir, metrics=new)
+
+
+def test_resume_continues_without_duplicates(resumed):
+  proc, logdir = resumed['proc'], resumed['logdir']
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert 'Loaded checkpoint' in proc.stdout
+  assert 'Start training at step 200 ' in proc.stdout
+  assert ckpt_step(logdir) == 260
+  sizes = [(m['replay/inserted'], m['replay/size'])
+           for m in resumed['metrics'] if 'replay/size' in m]
+  assert sizes, resumed['metrics']
+  # Replay holds exactly one step per counted env step: the 200 restored
+  # ones (none lost, none added twice) plus the new ones.
+  assert all(size == inserted for inserted, size in sizes), sizes
+  assert sizes[-1] == (260, 260)
