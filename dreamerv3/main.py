@@ -338,6 +338,7 @@ def make_logger(config):
 
 def main(argv=None):
   config = parse(sys.argv[1:] if argv is None else argv)
+  dist = validate.check_distributed(config, os.environ)
   if not config.logdir:
     stamp = elements.timestamp()
     # Task names may hold a slash (bsuite_catch/0): keep the logdir one level.
@@ -345,6 +346,15 @@ def main(argv=None):
     config = config.update(logdir=f'~/logdir/{stamp}-{task}')
   logdir = elements.Path(os.path.expanduser(config.logdir))
   config = config.update(logdir=str(logdir))
+  # The agent sees the whole job: global batch, one seed on every process.
+  shared = config
+  if dist and dist.process_id:
+    # Process k > 0 writes only LOGDIR/process<k> (its config, replay,
+    # metrics, checkpoint) and steps envs and samples replay with seeds of
+    # its own; process 0 writes the run's logdir as a single process does.
+    logdir = logdir / f'process{dist.process_id}'
+    config = config.update(logdir=str(logdir), seed=(
+        config.seed + 7919 * dist.process_id) % 2 ** 31)
   check_values(config)
   check_logdir(config, logdir)
 
@@ -369,9 +379,10 @@ def main(argv=None):
   from embodied import jax as ejax
   ejax.setup(config.jax.platform, config.jax.compute_dtype,
              config.jax.debug_nans, config.jax.xla_flags,
-             os.path.expanduser(config.jax.cache_dir))
+             os.path.expanduser(config.jax.cache_dir), distributed=dist)
   import jax
-  validate.check_devices(config, len(jax.devices()))
+  validate.check_devices(config, len(jax.local_devices()),
+                         jax.process_count())
 
   print(f'Logdir: {logdir}')
   print(f'Task: {config.task}')
@@ -384,7 +395,9 @@ def main(argv=None):
   from embodied import run
   fn = getattr(run, config.script)
   args = elements.Config(
-      **config.run, logdir=str(logdir), batch_size=config.batch_size,
+      **config.run, logdir=str(logdir),
+      # Each process samples its share of the global batch.
+      batch_size=config.batch_size // (dist.num_processes if dist else 1),
       batch_length=config.batch_length,
       replay_context=config.replay_context,
       cache_every=config.replay.cache_every)
@@ -394,7 +407,7 @@ def main(argv=None):
       config.jax.debug_nans, config.jax.xla_flags,
       os.path.expanduser(config.jax.cache_dir))} \
       if config.script == 'parallel' else {}
-  fn(functools.partial(make_agent, config, obs_space, act_space),
+  fn(functools.partial(make_agent, shared, obs_space, act_space),
      functools.partial(make_replay, config),
      functools.partial(make_env, config),
      functools.partial(make_logger, config),

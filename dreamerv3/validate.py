@@ -21,8 +21,11 @@ INT = 'an integer'
 RANGES = (
     (r'seed', INT, 0, 2 ** 31 - 1),
     (r'batch_size|batch_length|run\.(envs|eval_envs|eval_eps)', INT, 1, None),
-    (r'replay_context|jax\.train_devices|run\.train_fill|env\.length', INT,
-     0, None),
+    (r'replay_context|jax\.(train|policy)_devices|run\.train_fill|'
+     r'env\.length', INT, 0, None),
+    (r'jax\.distributed\.num_processes', INT, 1, None),
+    (r'jax\.distributed\.process_id', INT, 0, None),
+    (r'jax\.distributed\.port', INT, 0, 65535),
     (r'run\.steps', None, 1, None),
     (r'run\.env_max_restarts', INT, 0, None),
     (r'run\.(report_batch|report_length)', INT, 1, None),
@@ -124,15 +127,56 @@ def check_spaces(config, obs_space):
             f'env.size divisible by {2 ** stages} or fewer stages.')
 
 
-def check_devices(config, count):
-  """Checks that need the number of JAX devices."""
-  wanted = config.jax.train_devices
-  if wanted > count:
+def check_devices(config, count, processes=1):
+  """Checks that need JAX's devices: `count` local devices in each of
+  `processes` processes (see embodied/jax/hosts.split_devices)."""
+  train, policy = config.jax.train_devices, config.jax.policy_devices
+  where = f' in each of {processes} processes' if processes > 1 else ''
+  if train > count:
     raise ConfigError(
-        f'jax.train_devices is {wanted} but JAX sees {count} device(s)')
-  devices = wanted or count
+        f'jax.train_devices is {train} but JAX sees {count} device(s){where}')
+  if policy and (train or 1) + policy > count:
+    raise ConfigError(
+        f'jax.policy_devices is {policy} but JAX sees {count} device(s)'
+        f'{where}, of which jax.train_devices takes {train or "the rest"} '
+        '(the policy needs devices after the train devices)')
+  devices = (train or count - policy) * processes
   if config.batch_size % devices:
     raise ConfigError(
         f'batch_size ({config.batch_size}) must be divisible by the '
-        f'{devices} train devices (jax.train_devices {wanted}, 0 = all)')
+        f'{devices} train devices (jax.train_devices {train}, 0 = all'
+        + (f', x {processes} processes' if processes > 1 else '') + ')')
+  if policy:
+    keys = ['envs'] + (['eval_envs'] if config.script in (
+        'train_eval', 'eval_only') else [])
+    for key in keys:
+      if config.run[key] % policy:
+        raise ConfigError(
+            f'run.{key} ({config.run[key]}) must be divisible by '
+            f'jax.policy_devices ({policy}): the envs are split over them')
 
+
+def check_distributed(config, environ):
+  """jax.distributed and the environment -> hosts.Settings, or None for one
+  process; before the logdir, so every process agrees on where to write."""
+  from embodied.jax import hosts
+  try:
+    settings = hosts.resolve(config.jax.distributed, environ)
+  except hosts.SettingsError as e:
+    raise ConfigError(str(e)) from None
+  if settings and not config.logdir:
+    raise ConfigError(
+        f'{settings.num_processes} processes (jax.distributed, from '
+        f'{settings.source}) need an explicit --logdir: each would stamp '
+        'its own otherwise')
+  if settings and config.script == 'parallel':
+    raise ConfigError(
+        f'script parallel runs one learner; jax.distributed found '
+        f'{settings.num_processes} processes ({settings.source}): use '
+        'jax.distributed.mode off and one task')
+  if settings and config.batch_size % settings.num_processes:
+    raise ConfigError(
+        f'batch_size ({config.batch_size}) must be divisible by the '
+        f'{settings.num_processes} processes (jax.distributed): each '
+        'samples its share')
+  return settings

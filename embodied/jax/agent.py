@@ -12,7 +12,11 @@ and optionally an attribute `host`: per-run host state whose inputs()
 replicated input arrays on every call, so new values never recompile.
 The wrapper owns the state (parameters, optimizer and normaliser state),
 compiles each method once, shards the batch over `train_devices` and keeps
-everything else replicated.
+everything else replicated. The policy reads the train state, or, on devices
+of its own (`policy_devices`) or with several processes, a copy refreshed
+lazily after train steps. With JAX's multi-process runtime the train mesh
+spans every process's train devices; the replicated state is created equal
+on each process (same seed) and kept equal (same batches, seeds, inputs).
 """
 
 import time
@@ -21,7 +25,7 @@ import jax
 import ninjax as nj
 import numpy as np
 
-from . import nets
+from . import hosts, nets
 
 
 class PlatformError(RuntimeError):
@@ -29,14 +33,18 @@ class PlatformError(RuntimeError):
 
 
 def setup(platform='auto', compute_dtype='auto', debug_nans=False,
-          xla_flags='', cache_dir=''):
+          xla_flags='', cache_dir='', distributed=None):
   """Choose the JAX platform and compute dtype once per process. With a
   cache_dir, compiled programs are cached on disk so a restarted or resumed
-  run with the same shapes skips compilation."""
+  run with the same shapes skips compilation. distributed: hosts.Settings
+  (or None for one process) starts JAX's multi-process runtime first."""
   if xla_flags:
     import os
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' +
                                xla_flags).strip()
+  if distributed:
+    # Before the first device query: the backends are built once.
+    hosts.initialize(distributed)
   if platform != 'auto':
     try:
       jax.config.update('jax_platforms', platform)
@@ -59,7 +67,9 @@ def setup(platform='auto', compute_dtype='auto', debug_nans=False,
     jax.config.update('jax_compilation_cache_dir', cache_dir)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
   print(f'JAX platform: {platform} ({len(devices)} device(s): '
-        f'{devices[0].device_kind}), compute dtype {compute_dtype}')
+        f'{devices[0].device_kind}), compute dtype {compute_dtype}' +
+        (f', process {jax.process_index()} of {jax.process_count()}'
+         if jax.process_count() > 1 else ''))
   return platform, compute_dtype
 
 
@@ -71,8 +81,13 @@ class Agent:
 
   def __init__(self, model_fn, obs_space, act_space, config, seed=0):
     """model_fn(obs_space, act_space, config, name=...) -> ninjax module.
-    config needs batch_size, batch_length, replay_context and a `jax`
-    sub-config with train_devices (int, 0 = all) and jit (bool)."""
+    config needs batch_size (global, over all processes), batch_length,
+    replay_context and a `jax` sub-config with train_devices (int per
+    process, 0 = all the policy leaves), optional policy_devices (int, 0 =
+    the policy runs on the train devices) and jit (bool). With several
+    processes, train() and uncertainty() take this process's
+    batch_size / processes rows and every process must call them in step;
+    policy() and report() run on this process alone."""
     self.obs_space = {
         k: v for k, v in obs_space.items() if not k.startswith('log/')}
     self.act_space = {k: v for k, v in act_space.items() if k != 'reset'}
@@ -86,31 +101,152 @@ class Agent:
     self.rng = np.random.default_rng(seed)
     self.seed = seed
 
-    devices = jax.devices()
-    ndev = config.jax.train_devices or len(devices)
-    if config.batch_size % ndev:
-      raise ValueError(
-          f'batch_size {config.batch_size} is not divisible by the '
-          f'{ndev} train devices (jax.train_devices).')
-    self.mesh = jax.sharding.Mesh(np.array(devices[:ndev]), ('batch',))
-    self.replicated = jax.sharding.NamedSharding(
-        self.mesh, jax.sharding.PartitionSpec())
-    self.batched = jax.sharding.NamedSharding(
-        self.mesh, jax.sharding.PartitionSpec('batch'))
+    self._version = 0  # Bumped by every assignment to self.state.
+    self._make_meshes(config.jax)
     self._compile_time = {}
     self._init_state()
     self._build()
 
+  # Devices and hosts.
+
+  @property
+  def state(self):
+    return self._state
+
+  @state.setter
+  def state(self, value):
+    # The version tells the policy's copy of the parameters that it is stale.
+    self._state = value
+    self._version += 1
+
+  def _make_meshes(self, jconfig):
+    """The train mesh spans the train devices of every process (axis
+    'batch', process by process, so process p owns rows p*B/P..(p+1)*B/P of
+    a global batch of B rows); the policy mesh holds this process's policy
+    devices. Without policy devices of its own and with one process, the
+    policy runs on the train mesh and reads the train state directly (no
+    copy); otherwise it reads a copy made lazily after each train step."""
+    P = jax.sharding.PartitionSpec
+    self.processes, self.process = jax.process_count(), jax.process_index()
+    npolicy = jconfig.get('policy_devices', 0)
+    train, policy = hosts.split_devices(
+        jax.local_devices(), jconfig.train_devices, npolicy)
+    per_process = {}
+    for device in jax.devices():
+      per_process.setdefault(device.process_index, []).append(device)
+    devices = [d for p in sorted(per_process)
+               for d in per_process[p][:len(train)]]
+    if self.config.batch_size % len(devices):
+      raise ValueError(
+          f'batch_size {self.config.batch_size} is not divisible by the '
+          f'{len(devices)} train devices (jax.train_devices'
+          + (f' x {self.processes} processes' if self.processes > 1 else '')
+          + ').')
+    self.mesh = jax.sharding.Mesh(np.array(devices), ('batch',))
+    self.replicated = jax.sharding.NamedSharding(self.mesh, P())
+    self.batched = jax.sharding.NamedSharding(self.mesh, P('batch'))
+    self._own_policy = bool(npolicy) or self.processes > 1
+    if self._own_policy:
+      self.policy_mesh = jax.sharding.Mesh(np.array(policy), ('batch',))
+      self.policy_replicated = jax.sharding.NamedSharding(
+          self.policy_mesh, P())
+      # Own policy devices split the env batch; the train devices of a
+      # process replicate it, as with one process.
+      self.policy_batched = jax.sharding.NamedSharding(
+          self.policy_mesh, P('batch') if npolicy else P())
+    else:
+      self.policy_mesh = self.mesh
+      self.policy_replicated = self.policy_batched = self.replicated
+    self._policy_keys = None  # State keys the policy reads (own policy).
+    self._policy_copy = (-1, None)  # (state version, state on policy mesh)
+    if self.processes > 1:
+      # Train seeds of their own, drawn only by the programs that run on
+      # every process in step, so acting and reporting (which each process
+      # does at its own times) cannot make the processes' seeds diverge.
+      self._shared_rng = np.random.default_rng(self.seed)
+      # Batches are this process's rows of the global batch.
+      self._put = self._put_process_rows
+
+  def _policy_state(self):
+    """The state the policy reads: the train state itself, or its policy
+    keys copied to the policy devices, at most once per state version and
+    only when the policy runs (no recompilation: same shardings)."""
+    if not self._own_policy:
+      return self.state
+    version, copy = self._policy_copy
+    if version != self._version:
+      if self._policy_keys is None:
+        self._policy_keys = self._find_policy_keys()
+      copy = self._local_copy(
+          {k: self.state[k] for k in self._policy_keys},
+          self.policy_replicated)
+      self._policy_copy = (self._version, copy)
+    return copy
+
+  def _find_policy_keys(self):
+    """Trace both policy modes once (nothing runs) to learn which state
+    entries they read; the optimizer state, for one, stays behind."""
+    keys = set()
+    state = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+             for k, v in self.state.items()}
+    def init(state):
+      _, carry, read, _, _ = nj.pure(self.model.init_policy)(
+          state, 1, modify=False, track=True)
+      keys.update(read)
+      return carry
+    carry = jax.eval_shape(init, state)
+    obs = {k: jax.ShapeDtypeStruct((1, *v.shape), v.dtype)
+           for k, v in self.obs_space.items()}
+    seed = jax.ShapeDtypeStruct((2,), np.uint32)
+    for mode in ('train', 'eval'):
+      def probe(state, carry, obs, seed, mode=mode):
+        _, out, read, _, _ = nj.pure(self.model.policy)(
+            state, carry, obs, mode, seed=seed, modify=False, track=True)
+        keys.update(read)
+        return out
+      jax.eval_shape(probe, state, carry, obs, seed)
+    return sorted(k for k in keys if k in self.state)
+
+  @staticmethod
+  def _local_copy(tree, sharding):
+    """Replicated (possibly multi-process) arrays -> copies on this
+    process's devices of `sharding`, from the first local replica."""
+    return jax.device_put(
+        jax.tree.map(lambda x: x.addressable_data(0), tree), sharding)
+
+  def _replicate(self, tree):
+    """Host values that are equal on every process -> replicated arrays on
+    the train mesh (multi-process: each process fills its own devices, no
+    communication)."""
+    if self.processes == 1:
+      return jax.device_put(tree, self.replicated)
+    tree = jax.tree.map(np.asarray, jax.device_get(tree))
+    return jax.tree.map(lambda x: jax.make_array_from_callback(
+        x.shape, self.replicated, lambda index: x[index]), tree)
+
+  def _put_process_rows(self, data):
+    """Multi-process _put: this process's rows -> the global batch; arrays
+    already on the train mesh pass through."""
+    data = {k: v for k, v in data.items() if not k.startswith('log/')}
+    def put(value):
+      if isinstance(value, jax.Array) and value.sharding == self.batched:
+        return value
+      value = np.asarray(value)
+      shape = (value.shape[0] * self.processes, *value.shape[1:])
+      return jax.make_array_from_process_local_data(
+          self.batched, value, shape)
+    return {k: put(v) for k, v in data.items()}
+
   # Public API.
 
   def init_policy(self, batch_size):
-    return self._init_policy(self.state, batch_size)
+    return self._init_policy(self._policy_state(), batch_size)
 
   def policy(self, carry, obs, mode='train'):
     obs = {k: obs[k] for k in self.obs_space}
     carry, act, outs = self._call(
-        f'policy_{mode}', self._policy[mode], self.state, carry, obs,
-        self._next_seed())
+        f'policy_{mode}', self._policy[mode], self._policy_state(), carry,
+        obs, self._next_seed())
     return carry, _to_host(act), _to_host(outs)
 
   def train(self, data):
@@ -157,7 +293,10 @@ class Agent:
     return _to_host(out)
 
   def save(self):
-    return {k: np.asarray(v) for k, v in jax.device_get(self.state).items()}
+    """The state as NumPy, from this process's first replica (no
+    communication between processes)."""
+    return {k: np.asarray(v.addressable_data(0))
+            for k, v in self.state.items()}
 
   def load(self, data):
     have = {k: (v.shape, v.dtype) for k, v in self.state.items()}
@@ -175,7 +314,13 @@ class Agent:
           '(was it written with other model sizes or spaces?):\n' +
           '\n'.join(lines))
     state = {k: np.asarray(data[k]).astype(have[k][1]) for k in have}
-    self.state = jax.device_put(state, self.replicated)
+    if self.processes > 1:
+      # Each process may hold its own checkpoint; all continue from process
+      # 0's so the replicas agree. Every process must call load().
+      from jax.experimental import multihost_utils
+      state = jax.tree.map(
+          np.asarray, multihost_utils.broadcast_one_to_all(state))
+    self.state = self._replicate(state)
 
   def param_counts(self):
     """Parameter count per top-level network (optimizer state excluded)."""
@@ -243,7 +388,8 @@ class Agent:
     state = nj.init(self.model.train)({}, data, self._inputs(), seed=seed)
     if hasattr(self.model, 'after_init'):
       state, _ = nj.pure(self.model.after_init)(state, seed=seed)
-    self.state = jax.device_put(state, self.replicated)
+    # Same seed, program and platform: equal values on every process.
+    self.state = self._replicate(state)
 
   def _build(self):
     jit = jax.jit if self.config.jax.jit else (lambda f, **kw: f)
@@ -282,5 +428,59 @@ class Agent:
 
     def init_policy(state, batch_size):
       _, carry = nj.pure(self.model.init_policy)(state, batch_size)
-      return jax.device_put(carry, rep)
+      return jax.device_put(carry, self.policy_batched)
     self._init_policy = init_policy
+
+    if self._own_policy:
+      prep, pbat = self.policy_replicated, self.policy_batched
+      self._policy = {
+          mode: jit(lambda s, c, o, r, m=mode: policy(s, c, o, r, m),
+                    in_shardings=(prep, pbat, pbat, prep),
+                    out_shardings=pbat)
+          for mode in ('train', 'eval')}
+    if self.processes > 1:
+      self._train = self._in_step(self._train, returns_state=True)
+      if self._uncertainty is not None:
+        self._uncertainty = self._in_step(self._uncertainty)
+      self._report = self._on_this_process(jit(
+          report, in_shardings=(self.policy_replicated,) * 4))
+
+  def _in_step(self, fn, returns_state=False):
+    """Multi-process wrapper of a program that every process runs in step
+    (train, uncertainty): host inputs from process 0 and seeds from the
+    shared stream, so the replicas stay equal; outputs as this process's
+    local arrays, with its own rows of per-sequence outputs."""
+    from jax.experimental import multihost_utils
+    def wrapped(state, data, *rest):
+      *inputs, _ = rest
+      if inputs and inputs[0]:
+        inputs = [multihost_utils.broadcast_one_to_all(inputs[0])]
+      seed = np.asarray(self._shared_rng.integers(0, 2 ** 31, 2), np.uint32)
+      out = fn(state, data, *inputs, seed)
+      total = next(iter(data.values())).shape[0]
+      size = total // self.processes
+      def local(x):
+        x = x.addressable_data(0)
+        if x.ndim and x.shape[0] == total:
+          x = x[self.process * size:(self.process + 1) * size]
+        return x
+      if not returns_state:
+        return jax.tree.map(local, out)
+      state, out = out
+      return state, jax.tree.map(local, out)
+    wrapped._cache_size = getattr(fn, '_cache_size', lambda: 0)
+    return wrapped
+
+  def _on_this_process(self, fn):
+    """Multi-process report: on this process's rows and a local copy of the
+    state, so each process reports at its own times without the others."""
+    def wrapped(state, data, inputs, seed):
+      def rows(x):
+        shards = sorted(x.addressable_shards,
+                        key=lambda s: s.index[0].start or 0)
+        return np.concatenate([np.asarray(s.data) for s in shards])
+      data = {k: rows(v) for k, v in data.items()}
+      return fn(self._local_copy(state, self.policy_replicated), data,
+                inputs, seed)
+    wrapped._cache_size = getattr(fn, '_cache_size', lambda: 0)
+    return wrapped
