@@ -23,6 +23,8 @@ from dreamerv3 import validate  # noqa: E402
 from dreamerv3.validate import ConfigError  # noqa: E402
 
 SCRIPTS = ('train', 'train_eval', 'eval_only', 'parallel')
+# Where replay storage lives (embodied/jax/replay.py for accelerator).
+REPLAY_DEVICES = ('host', 'accelerator')
 
 # Keys outside the agent and the env suites that shape stored data, with
 # the meaning of a missing key in an older logdir (see structural_keys).
@@ -154,6 +156,10 @@ def _check_replay(replay):
     samplers.Recency(replay.recexp)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  if replay.device not in REPLAY_DEVICES:
+    raise ConfigError(
+        f"Unknown replay.device '{replay.device}': choose from "
+        f"{', '.join(REPLAY_DEVICES)}")
   if replay.cache_every < 0:
     raise ConfigError(
         f'replay.cache_every must be non-negative, got {replay.cache_every}')
@@ -279,7 +285,10 @@ def make_agent(config, obs_space, act_space):
 def make_replay(config, name, directory=True):
   length = config.batch_length + config.replay_context
   path = elements.Path(config.logdir) / name if directory else None
-  return embodied.Replay(
+  cls = embodied.Replay
+  if config.replay.device == 'accelerator':
+    from embodied.jax.replay import DeviceReplay as cls
+  return cls(
       length=length, capacity=int(config.replay.size),
       chunksize=config.replay.chunksize, online=config.replay.online,
       sampler=make_sampler(config), directory=path, seed=config.seed)

@@ -259,6 +259,7 @@ BAD = {
                    'agent.enc.mults'),
     'int_inf': (['--batch_size', 'inf'], 'batch_size'),
     'devices': (['--jax.train_devices', '3'], 'jax.train_devices'),
+    'replay_device': (['--replay.device', 'gpu'], 'replay.device'),
 }
 
 
