@@ -125,16 +125,17 @@ BASE = ['--configs', 'debug', '--task', 'dummy_vector', '--script',
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
+def env():
   env = dict(os.environ)
   env['PYTHONUNBUFFERED'] = '1'
-  env['DREAMER_TEST_CACHE'] = str(tmp_path_factory.mktemp('jax_cache'))
   return env
 
 
 def command(env, logdir, *args):
-  return [sys.executable, 'dreamerv3/main.py', *BASE, '--jax.cache_dir',
-          env['DREAMER_TEST_CACHE'], '--logdir', str(logdir), *args]
+  # The default JAX cache (jax.cache_dir) persists across test sessions, so
+  # only the first session compiles the learner's and the actor's programs.
+  return [sys.executable, 'dreamerv3/main.py', *BASE, '--logdir',
+          str(logdir), *args]
 
 
 def ckpt_step(logdir):

@@ -40,12 +40,14 @@ learner as separate processes on portal, started by one command.
 
 import atexit
 import multiprocessing
+import os
 import sys
+import threading
 import time
 
 import elements
 
-from embodied.core import Checkpoint
+from embodied.core import Checkpoint, Preempted, Preemption
 from embodied.core.ratelimit import SamplesPerInsert
 
 from . import common
@@ -64,15 +66,23 @@ def parallel(make_agent, make_replay, make_env, make_logger, args,
   logdir = elements.Path(args.logdir)
   seq = args.batch_length + args.replay_context
   batch_steps = args.batch_size * seq
+  # Stop signals (SLURM's USR1 / TERM) reach the learner only: the other
+  # processes ignore them, so the final snapshot can still be taken.
+  preempt = Preemption()
   job = Job(make_agent, make_replay, make_env, args, setup)
   job.start()
   try:
-    _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps)
+    step = _learn(job, make_agent, make_logger, args, logdir, seq,
+                  batch_steps, preempt)
   finally:
     job.close()
+    preempt.close()
+  if preempt.requested:
+    raise Preempted(preempt.signal, step)
 
 
-def _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps):
+def _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps,
+           preempt):
   agent = make_agent()
   logger = make_logger()
   step = logger.step
@@ -82,7 +92,7 @@ def _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps):
       job.replay_addr, args.batch_size, seq, job.check, args.steps)
   learner = common.Learner(
       agent, replay, args.batch_size, args.get('cache_every', 0),
-      args.replay_context)
+      args.replay_context, args.get('prefetch', True))
 
   checkpoint = Checkpoint(logdir / 'ckpt')
   checkpoint.register('step', step)
@@ -134,10 +144,14 @@ def _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps):
   print(f'Start training at step {int(step):,} (until {int(args.steps):,}).')
   print(f'Parallel: {len(job.groups)} env workers '
         f'({", ".join(str(len(g)) for g in job.groups)} envs), replay at '
-        f'{job.replay_addr}, actor at {job.actor_addr}.', flush=True)
+        f'{job.replay_addr} (pid {job.replay_proc.pid}), actor at '
+        f'{job.actor_addr} (pid {job.actor_proc.pid}).', flush=True)
 
   while True:
     job.check()
+    if preempt.requested:
+      print(f'Stopping on {preempt.signal} at step {int(step):,}.')
+      break
     if args.duration and time.time() - start > args.duration:
       print(f'Stopping after run.duration={args.duration}s.')
       break
@@ -172,6 +186,7 @@ def _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps):
   logger.close()
   actor.close(timeout=1)
   replay.close()
+  return int(step)
 
 
 class Job:
@@ -225,6 +240,7 @@ class Job:
         sizes, args.actor_wait, name='actor')
     for index in range(len(self.groups)):
       self._start_worker(index)
+    threading.Thread(target=self._watchdog, daemon=True).start()
 
   def _process(self, fn, *args, name):
     proc = self.portal.Process(fn, *args, name=name)
@@ -240,6 +256,29 @@ class Job:
         name=f'envs{index}')
     self.seen[index] = self.progress[index].value
 
+  def _watchdog(self, grace=10.0):
+    """Last resort for a learner blocked where it cannot run check()
+    (e.g. portal waiting to reconnect to a dead server): once the replay
+    server or the actor has been gone for `grace` seconds without the job
+    being closed, say so, kill the job's processes and exit with status 1.
+    Checkpoints stay intact (they are written atomically)."""
+    dead_since = None
+    while not self.closed:
+      time.sleep(1.0)
+      dead = [name for name, proc in (('replay server', self.replay_proc),
+                                      ('actor', self.actor_proc))
+              if proc.exitcode is not None]
+      if not dead:
+        continue
+      dead_since = dead_since or time.time()
+      if time.time() - dead_since < grace or self.closed:
+        continue
+      print(f'Error: the {dead[0]} process exited; the job stops. The last '
+            'checkpoint and the written replay chunks are kept: run the '
+            'same command again to resume.', file=sys.stderr, flush=True)
+      self.close()
+      os._exit(1)
+
   def check(self, force=False):
     """Cheap enough to call often; looks at the processes twice a second."""
     now = time.time()
@@ -252,8 +291,8 @@ class Job:
         raise ParallelError(
             f'The {name} process exited (exit code {proc.exitcode}); the '
             'job stops. The last checkpoint and the written replay chunks '
-            'are kept: run the same command again to resume. See its error '
-            'above.')
+            'are kept: run the same command again to resume. Its output '
+            'above shows the cause, if it failed rather than being killed.')
     for index, proc in enumerate(self.workers):
       code = proc.exitcode
       if code is None or code == 0:  # Running, or done with the run.
@@ -273,13 +312,30 @@ class Job:
       self._start_worker(index)
 
   def close(self):
+    """Kills every process of the job and its subprocesses (SIGKILL: they
+    ignore stop signals; the learner has saved what it needs)."""
+    import psutil
     self.closed = True
-    procs = [*self.workers, self.actor_proc, self.replay_proc]
+    procs = [p for p in (*self.workers, self.actor_proc, self.replay_proc)
+             if p is not None and p.started]
+    victims = []
     for proc in procs:
-      if proc is not None and proc.started:
-        if proc.exitcode is None:
-          proc.kill()
-        _forget(proc)
+      _forget(proc)
+      if proc.exitcode is not None:
+        continue
+      try:
+        parent = psutil.Process(proc.pid)
+        victims += [parent, *parent.children(recursive=True)]
+      except psutil.NoSuchProcess:
+        pass
+    for victim in victims:
+      try:
+        victim.kill()
+      except psutil.NoSuchProcess:
+        pass
+    psutil.wait_procs(victims, timeout=5)
+    for proc in procs:
+      proc.join(1)
 
 
 def _forget(proc):

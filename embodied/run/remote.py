@@ -26,6 +26,23 @@ class Finished(Exception):
   """The run has reached its step count: no more inserts or samples."""
 
 
+def child_setup():
+  """For the job's processes other than the learner. They ignore stop
+  signals: SLURM signals the whole job, but only the learner decides when
+  to stop (it saves first and then kills the others). And they exit when
+  the learner is gone (even killed), so none is left behind."""
+  import signal
+  for name in ('SIGUSR1', 'SIGTERM'):
+    signal.signal(getattr(signal, name), signal.SIG_IGN)
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(1)
+  threading.Thread(target=watch, daemon=True).start()
+
+
 def parse_addr(addr):
   """'host:port' -> (host, port); a bare port means localhost."""
   host, _, port = str(addr).rpartition(':')
@@ -213,6 +230,7 @@ class ReplayServer:
 def serve_replay(make_replay, addr, ratio, tolerance, min_steps, steps,
                  workers):
   """Process entry: the replay server at addr until killed."""
+  child_setup()
   replay = make_replay('replay')
   limiter = SamplesPerInsert(ratio, tolerance, min_steps, limit=steps)
   impl = ReplayServer(replay, limiter)
@@ -279,12 +297,19 @@ class ReplayClient:
       self.wait_time += time.perf_counter() - start
 
   def update(self, stepid, values):
-    # Not waited for: the next train step does not need it; errors surface
-    # at a later call.
-    self.client.call('update', stepid, values)
+    self._send('update', stepid, values)
 
   def prioritize(self, stepid, values):
-    self.client.call('prioritize', stepid, values)
+    self._send('prioritize', stepid, values)
+
+  def _send(self, method, *args):
+    """A call not waited for (the next train step does not need it; its
+    error surfaces at a later call). portal's client would block without
+    a health check once maxinflight calls are unanswered, so wait here."""
+    while len(self.client.futures) >= self.client.maxinflight - 2:
+      time.sleep(0.01)
+      self.check()
+    self.client.call(method, *args)
 
   def item_ids(self):
     return self._call('item_ids')
@@ -466,6 +491,7 @@ class ActorServer:
 
 def serve_actor(setup, make_agent, addr, sizes, wait):
   """Process entry: the actor at addr until killed."""
+  child_setup()
   # On a GPU the learner holds most of the memory already.
   os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   if setup:
@@ -490,6 +516,7 @@ def env_worker(index, env_ids, make_env, actor_addr, replay_addr, parallel,
   reads it). Returns when the replay server says the run is done."""
   import functools
   from embodied.core import Driver
+  child_setup()
   actor = client(actor_addr, f'Actor{index}')
   replay = client(replay_addr, f'Replay{index}')
   fns = [functools.partial(make_env, i) for i in env_ids]
