@@ -65,24 +65,24 @@ def test_sigusr1_saves_exits_and_resumes(tmp_path):
         cmd + ['--run.steps', '1e6'], cwd=ROOT, env=env, stdout=log,
         stderr=subprocess.STDOUT)
     try:
-      deadline = time.time() + 45
-      # Wait until it trains: a logged step past 0.
-      while not re.search(r'^\{"step": [1-9]', _read(
-          logdir / 'metrics.jsonl'), re.M):
+      deadline = time.time() + 240  # Compiling takes long on a busy machine.
+      # Wait until it trains (train metrics logged): a signal during the
+      # first compile would only be seen once that compile ends.
+      while '"train/loss/' not in _read(logdir / 'metrics.jsonl'):
         assert proc.poll() is None, out.read_text()[-3000:]
         assert time.time() < deadline, out.read_text()[-3000:]
         time.sleep(0.2)
       assert ckpt_step(logdir) is None
       sent = time.time()
       proc.send_signal(signal.SIGUSR1)
-      proc.wait(timeout=20)
+      proc.wait(timeout=30)
     finally:
       if proc.poll() is None:
         proc.kill()
         proc.wait()
   text = out.read_text()
   assert proc.returncode == EXIT_CODE, text[-3000:]
-  assert time.time() - sent < 20
+  assert time.time() - sent < 30
   match = re.search(r'Stopping on SIGUSR1 at step ([\d,]+)', text)
   assert match, text[-3000:]
   stopped = int(match.group(1).replace(',', ''))
@@ -93,7 +93,7 @@ def test_sigusr1_saves_exits_and_resumes(tmp_path):
 
   proc = subprocess.run(
       cmd + ['--run.steps', str(stopped + 10)], cwd=ROOT, env=env,
-      capture_output=True, text=True, timeout=60)
+      capture_output=True, text=True, timeout=240)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert f'Start training at step {stopped:,} ' in proc.stdout
   assert ckpt_step(logdir) >= stopped + 10
