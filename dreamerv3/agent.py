@@ -59,9 +59,9 @@ class Head(nj.Module):
   def __init__(self, space=None):
     self.space = space
 
-  def __call__(self, feat):
+  def __call__(self, feat, skip_first=False):
     x = self.sub('mlp', nets.MLP, layers=self.layers, units=self.units, act=self.act,
-                 norm=self.norm)(feat)
+                 norm=self.norm)(feat, skip_first)
     if self.kind == 'twohot':
       logits = self.sub('out', nets.Linear, units=self.bins,
                         outscale=self.outscale)(x)

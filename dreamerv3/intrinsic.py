@@ -217,22 +217,36 @@ class Ensemble(nj.Module):
 
   def __call__(self, x):
     """x [N, D] -> [K, N, outdim] float32."""
+    x = self.hidden(x)
+    kernel, bias = self.output(x.shape[-1])
+    x = jnp.einsum('nd,kdo->kno' if x.ndim == 2 else 'knd,kdo->kno', x,
+                   kernel.astype(nets.COMPUTE_DTYPE))
+    return x.astype(f32) + bias[:, None]
+
+  def hidden(self, x):
+    """x [N, D] -> the last hidden layer [K, N, units] (x itself without
+    hidden layers)."""
     K = self.size
     x = x.astype(nets.COMPUTE_DTYPE)
-    for i in range(self.layers + 1):
-      last = i == self.layers
-      units = self.outdim if last else self.units
+    for i in range(self.layers):
       din = x.shape[-1]
-      kernel = self.value(f'kernel{i}', nets.init(din, (K, din, units)))
-      bias = self.value(f'bias{i}', jnp.zeros, (K, units), f32)
+      kernel = self.value(f'kernel{i}', nets.init(din, (K, din, self.units)))
+      bias = self.value(f'bias{i}', jnp.zeros, (K, self.units), f32)
       kernel = kernel.astype(nets.COMPUTE_DTYPE)
       x = jnp.einsum('nd,kdo->kno' if i == 0 else 'knd,kdo->kno', x, kernel)
       x = x.astype(f32) + bias[:, None]
-      if not last:
-        scale = self.value(f'scale{i}', jnp.ones, (K, units), f32)
-        x = x * jax.lax.rsqrt((x * x).mean(-1, keepdims=True) + self.eps)
-        x = jax.nn.silu(x * scale[:, None]).astype(nets.COMPUTE_DTYPE)
+      scale = self.value(f'scale{i}', jnp.ones, (K, self.units), f32)
+      x = x * jax.lax.rsqrt((x * x).mean(-1, keepdims=True) + self.eps)
+      x = jax.nn.silu(x * scale[:, None]).astype(nets.COMPUTE_DTYPE)
     return x
+
+  def output(self, din=None):
+    """The output layer's (kernel [K, din, outdim], bias [K, outdim])."""
+    i, K = self.layers, self.size
+    din = din or self.units
+    kernel = self.value(f'kernel{i}', nets.init(din, (K, din, self.outdim)))
+    bias = self.value(f'bias{i}', jnp.zeros, (K, self.outdim), f32)
+    return kernel, bias
 
 
 class Intrinsic(nj.Module, Extension):
@@ -324,18 +338,22 @@ class Intrinsic(nj.Module, Extension):
     K = self.ensemble_size
     act = rssm.prep_action(self.act_space, actions)
     flat = lambda x: x.reshape((N * H, *x.shape[2:]))
-    nxt = sg(self.predict(flat(states['deter'][:, :-1]),
-                          flat(states['stoch'][:, :-1]), flat(act[:, :-1])))
-    stoch = flat(states['stoch'][:, 1:])
-    stoch = jnp.broadcast_to(stoch[None], (K, *stoch.shape))
-    rk = sg(self.rew(self.dyn.feat({'deter': nxt, 'stoch': stoch})).pred())
-    rk = rk.astype(f32)  # [K, N * H]
+    deter, stoch = flat(states['deter'][:, :-1]), flat(states['stoch'][:, 1:])
+    now, act = flat(states['stoch'][:, :-1]), flat(act[:, :-1])
     r_ext = sg(flat(reward[:, 1:])).astype(f32)
-    if self.exploration_type == 'reward_variance':
+    if self.exploration_type == 'reward_variance' and self._factored():
+      rk = sg(self._member_rewards(deter, now, act, stoch))
       b = bonus(rk[..., None], r_ext[..., None], self.reward_type)
-    elif self.exploration_type == 'state_disagreement':
-      own = flat(states['deter'][:, 1:]).astype(f32)
-      b = bonus(nxt, own, self.reward_type)
+    elif self.exploration_type in EXPLORATION:
+      nxt = sg(self.predict(deter, now, act))
+      tile = jnp.broadcast_to(stoch[None], (K, *stoch.shape))
+      rk = sg(self.rew(self.dyn.feat({'deter': nxt, 'stoch': tile})).pred())
+      rk = rk.astype(f32)  # [K, N * H]
+      if self.exploration_type == 'reward_variance':
+        b = bonus(rk[..., None], r_ext[..., None], self.reward_type)
+      else:
+        own = flat(states['deter'][:, 1:]).astype(f32)
+        b = bonus(nxt, own, self.reward_type)
     else:
       raise ValueError(
           f"Unknown exploration_type '{self.exploration_type}'")
@@ -353,6 +371,37 @@ class Intrinsic(nj.Module, Extension):
         'intrinsic/scale': scale, 'intrinsic/lambda': lam,
         'intrinsic/env_steps': inputs['steps']}
     return reward, metrics
+
+  def _factored(self):
+    return (self.learn_strategy == 'joint_mlp' and self.layers >= 1 and
+            self.rew.layers >= 1)
+
+  def _member_rewards(self, deter, stoch, action, stoch_next):
+    """The reward head's pred() on every member's (h_k(t'+1), z(t'+1)),
+    [K, N], without forming h_k. A member's next deter is h + s_k U_k + c_k
+    (s_k its last hidden layer, U_k, c_k its output layer), so the head's
+    first layer W, b gives
+      [h_k, z'] W + b = ([h, z'] W + b) + s_k (U_k W_h) + c_k W_h,
+    with W_h the rows of W that read the deter: per member a units x units
+    product instead of units x deter and (deter + stoch) x head units."""
+    N = deter.shape[0]
+    x = jnp.concatenate([
+        deter.astype(f32), stoch.reshape((N, -1)).astype(f32),
+        action.astype(f32)], -1)
+    hidden = self.members.hidden(x)  # [K, N, units]
+    kernel, bias = self.members.output()
+    ctx = nj.context()
+    first = f'{self.rew.path}/mlp/linear0'
+    w, b = ctx[f'{first}/kernel'], ctx[f'{first}/bias']
+    cdt = nets.COMPUTE_DTYPE
+    feat = self.dyn.feat({'deter': deter, 'stoch': stoch_next})
+    shared = feat.astype(cdt) @ w.astype(cdt) + b.astype(cdt)  # As Linear.
+    w_deter = w[:deter.shape[-1]].astype(f32)
+    fused = jnp.einsum('kud,dr->kur', kernel.astype(f32), w_deter)
+    offset = bias.astype(f32) @ w_deter  # [K, head units]
+    pre = shared[None].astype(f32) + jnp.einsum(
+        'knu,kur->knr', hidden, fused.astype(cdt)).astype(f32) + offset[:, None]
+    return self.rew(pre.astype(cdt), skip_first=True).pred().astype(f32)
 
   def loss_weights(self, inputs):
     return {'repval': inputs['lambda']}

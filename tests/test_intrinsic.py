@@ -320,6 +320,46 @@ def test_ema_members_track_the_core():
         rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize('layers,head_layers', [(1, 1), (2, 2)])
+def test_factored_member_rewards_equal_the_direct_path(layers, head_layers):
+  """The reward of every member through the factored first head layer
+  equals the reward head on the formed (h_k, z') (random parameters, so
+  every term counts)."""
+  config = dmain.parse([
+      '--configs', 'debug', '--task', 'dummy_disc', '--agent.use_intrinsic',
+      'True', '--agent.intrinsic.layers', str(layers),
+      '--agent.rewhead.layers', str(head_layers)])
+  obs_space, act_space = spaces(config)
+  model = Dreamer(obs_space, act_space, dmain.agent_config(config),
+                  name='agent')
+  ext = model.exts[0]
+  assert ext._factored()
+  state = fill_params(model.loss, dummy_data(model))
+  rng = np.random.default_rng(0)
+  state = {k: v + rng.normal(0, 0.3, v.shape).astype(v.dtype)
+           if k.startswith(('agent/intrinsic/', 'agent/rew/')) else v
+           for k, v in state.items()}
+  N, dyn = 9, model.dyn
+  deter = rng.normal(size=(N, dyn.deter)).astype(np.float32)
+  onehot = lambda: jax.nn.one_hot(
+      rng.integers(0, dyn.classes, (N, dyn.stoch)), dyn.classes)
+  stoch, nxt_stoch = onehot(), onehot()
+  action = jax.nn.one_hot(rng.integers(0, 6, N), 6)
+
+  def both():
+    factored = ext._member_rewards(deter, stoch, action, nxt_stoch)
+    nxt = ext.predict(deter, stoch, action)
+    tile = jnp.broadcast_to(nxt_stoch[None], (5, *nxt_stoch.shape))
+    direct = model.rew(dyn.feat({'deter': nxt, 'stoch': tile})).pred()
+    return factored, direct
+
+  _, (factored, direct) = nj.pure(both)(state, seed=SEED)
+  assert factored.shape == direct.shape == (5, N)
+  assert float(jnp.std(direct)) > 1e-3  # Members and steps differ.
+  np.testing.assert_allclose(np.asarray(factored), np.asarray(direct),
+                             rtol=1e-4, atol=1e-5)
+
+
 # One agent with masked loss, intrinsic reward and a priority signal.
 
 ARGS = ['--configs', 'debug', '--task', 'dummy_image', '--env.size', '16',

@@ -123,11 +123,14 @@ class MLP(nj.Module):
   act: str = 'silu'
   norm: str = 'rms'
 
-  def __call__(self, x):
+  def __call__(self, x, skip_first=False):
+    """skip_first: x is already the first linear layer's output, for
+    callers that compute that layer in a factored form."""
     shape = x.shape[:-1]
     x = x.astype(COMPUTE_DTYPE).reshape((-1, x.shape[-1]))
     for i in range(self.layers):
-      x = self.sub(f'linear{i}', Linear, units=self.units)(x)
+      if not (i == 0 and skip_first):
+        x = self.sub(f'linear{i}', Linear, units=self.units)(x)
       x = self.sub(f'norm{i}', Norm, kind=self.norm)(x)
       x = act(self.act)(x)
     return x.reshape((*shape, x.shape[-1]))
