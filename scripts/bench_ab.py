@@ -54,8 +54,11 @@ def build(argv, steps, seed=0):
   driver(policy, steps=steps)
   driver.close()
   agent = dmain.make_agent(config, obs_space, act_space)
+  # Synchronous updates: with prefetching, a call returns before its step
+  # is done, and alternating two learners would blur which one is timed.
   learner = Learner(agent, replay, config.batch_size,
-                    config.replay.cache_every, config.replay_context)
+                    config.replay.cache_every, config.replay_context,
+                    prefetch=False)
   return learner
 
 
