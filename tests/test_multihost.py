@@ -3,9 +3,9 @@ tests/tiny_agent.py in child processes (mock CPU devices are fixed when JAX
 starts, so each configuration needs a process of its own).
 
 - Two processes on localhost (gloo collectives), each with its own fixed
-  half of a fixed batch and acting a different number of times, train 3
-  steps: their parameters are identical and equal those of one process
-  training on the whole batch over 2 mock devices.
+  half of a fixed batch, its own host inputs and acting a different number
+  of times, train 3 steps: their parameters are identical and equal those of
+  one process training on the whole batch over 2 mock devices.
 - Policy devices of its own: same parameters and actions as the policy on
   the train devices; parameters are copied once per train step, not per
   policy call, and nothing recompiles.

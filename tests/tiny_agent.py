@@ -3,8 +3,8 @@ tests that need seconds, not the Dreamer agent's half minute of compiling.
 
 It has what matters for sharding: parameters trained by the project's
 optimizer, a statistic written in place (like a normaliser), a loss that
-draws from the step's seed, per-sequence outputs ([B, T] priorities) and a
-recurrent policy. Run as a script it is one process of a test:
+draws from the step's seed, host inputs that differ per process, per-sequence
+outputs ([B, T] priorities) and a recurrent policy. Run as a script it is one process of a test:
   python tests/tiny_agent.py OUT.npz [--processes N --process I --port P]
         [--train_devices N] [--policy_devices N] [--steps N]
 trains on its rows of a fixed global batch (process I of N holds rows
@@ -30,6 +30,13 @@ def make_model():
   from embodied.jax.opt import Optimizer
   f32 = jnp.float32
 
+  class Host:
+    """Host state that differs per process (like recent returns): the
+    replicas must all train with process 0's values."""
+
+    def inputs(self):
+      return {'sched': {'scale': 1.0 + jax.process_index()}}
+
   class Tiny(nj.Module):
 
     def __init__(self, obs_space, act_space, config):
@@ -38,6 +45,7 @@ def make_model():
       self.pol = nets.Linear(units=ACTIONS, name='pol')
       self.opt = Optimizer([self.enc, self.head, self.pol], lr=1e-2, warmup=0,
                            name='opt')
+      self.host = Host()
 
     def init_policy(self, batch_size):
       return jnp.zeros((batch_size, 8), f32)
@@ -52,12 +60,12 @@ def make_model():
       return carry, {'action': act.astype(jnp.int32)}, {'h': carry}
 
     def train(self, data, inputs=None):
-      metrics, err = self.opt(self.loss, data)
+      metrics, err = self.opt(self.loss, data, inputs['sched']['scale'])
       mean = self.value('mean', jnp.zeros, (), f32)
       self.write('mean', 0.9 * mean + 0.1 * data['reward'].mean())
       return {'priority': err}, metrics
 
-    def loss(self, data):
+    def loss(self, data, scale):
       feat = jnp.tanh(self.enc(data['vector']))
       pred = self.head(feat)[..., 0]
       # Seeded noise: the replicas must draw the same numbers.
@@ -65,7 +73,7 @@ def make_model():
       err = (pred - data['reward'] - noise) ** 2
       logp = jax.nn.log_softmax(self.pol(feat))
       taken = jnp.take_along_axis(logp, data['action'][..., None], -1)
-      return err.mean() - 0.1 * taken.mean(), err
+      return scale * err.mean() - 0.1 * taken.mean(), err
 
     def report(self, data, inputs=None):
       pred = self.head(jnp.tanh(self.enc(data['vector'])))[..., 0]
