@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from embodied.core import Preemption
 from embodied.core.preempt import EXIT_CODE
 
@@ -104,3 +106,49 @@ def _read(path):
     return pathlib.Path(path).read_text()
   except FileNotFoundError:
     return ''
+
+
+@pytest.mark.slow  # Two processes compile and train: minutes on 2 cores.
+def test_two_processes_stop_and_save_together(tmp_path):
+  """A stop signal to one process of a multi-host job stops both at the
+  same step with both checkpoints written (the loop agrees on stop and
+  save each iteration instead of leaving a peer waiting in a collective)."""
+  import socket
+  with socket.socket() as sock:
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+  logdir = tmp_path / 'run'
+  env = dict(os.environ, PYTHONUNBUFFERED='1', JAX_PLATFORMS='cpu')
+  procs, outs = [], []
+  for i in range(2):
+    cmd = [sys.executable, 'dreamerv3/main.py', '--configs', 'debug',
+           '--task', 'dummy_vector', '--logdir', str(logdir),
+           '--run.steps', '1e6', '--run.save_every', '1e6',
+           '--run.log_every', '1', '--jax.distributed.mode', 'manual',
+           '--jax.distributed.coordinator', f'127.0.0.1:{port}',
+           '--jax.distributed.num_processes', '2',
+           '--jax.distributed.process_id', str(i)]
+    outs.append(tmp_path / f'{i}.out')
+    procs.append(subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=open(outs[-1], 'w'),
+        stderr=subprocess.STDOUT))
+  try:
+    deadline = time.time() + 900
+    while '"train/loss/' not in _read(logdir / 'metrics.jsonl'):
+      for proc, out in zip(procs, outs):
+        assert proc.poll() is None, out.read_text()[-3000:]
+      assert time.time() < deadline, outs[1].read_text()[-3000:]
+      time.sleep(0.2)
+    procs[1].send_signal(signal.SIGUSR1)
+    for proc, out in zip(procs, outs):
+      proc.wait(timeout=120)
+      assert proc.returncode == EXIT_CODE, out.read_text()[-3000:]
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  first = ckpt_step(logdir)
+  assert first is not None and first > 0
+  assert ckpt_step(logdir / 'process1') == first
+  assert 'Stopping on another process' in outs[0].read_text()
+  assert 'Stopping on SIGUSR1' in outs[1].read_text()

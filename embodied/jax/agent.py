@@ -292,6 +292,18 @@ class Agent:
                      self._next_seed())
     return _to_host(out)
 
+  def agree(self, *flags):
+    """Run-loop decisions that every process must share (stop, save):
+    with several processes, a flag holds when it holds on any of them, so
+    none waits in a collective for a peer that left the loop. One small
+    all-gather per call; a single process gets its flags back."""
+    if self.processes == 1:
+      return tuple(bool(f) for f in flags)
+    from jax.experimental import multihost_utils
+    local = np.array([bool(f) for f in flags], np.int32)
+    everyone = np.asarray(multihost_utils.process_allgather(local))
+    return tuple(bool(x) for x in everyone.reshape(-1, len(flags)).any(0))
+
   def save(self):
     """The state as NumPy, from this process's first replica (no
     communication between processes)."""

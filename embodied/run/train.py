@@ -64,16 +64,19 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   agg = elements.Agg()
   start = time.time()
   policy = lambda carry, obs: agent.policy(carry, obs, mode='train')
+  agree = getattr(agent, 'agree', lambda *flags: flags)
   driver.reset(agent.init_policy)
   print(f'Start training at step {int(step):,} (until {int(args.steps):,}).')
 
   try:
     while int(step) < args.steps:
-      if preempt.requested:
-        print(f'Stopping on {preempt.signal} at step {int(step):,}.')
-        break
-      if args.duration and time.time() - start > args.duration:
-        print(f'Stopping after run.duration={args.duration}s.')
+      late = bool(args.duration and time.time() - start > args.duration)
+      # With several processes (multi-host) all stop and save together.
+      stop, save = agree(preempt.requested or late, should_save())
+      if stop:
+        reason = preempt.signal if preempt.requested else (
+            f'run.duration={args.duration}s' if late else 'another process')
+        print(f'Stopping on {reason} at step {int(step):,}.')
         break
       with timer('env'):
         driver(policy, steps=args.envs)
@@ -99,7 +102,7 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
         logger.add(driver.stats())
         logger.add(peak_memory(), prefix='usage')
         logger.write()
-      if should_save():
+      if save:
         agg.add(learner.flush(), prefix='train')
         checkpoint.save(int(step))
   except EnvCrashError:
