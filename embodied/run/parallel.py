@@ -19,8 +19,15 @@ learner as separate processes on portal, started by one command.
   block on insert when ahead, the learner on sample.
 - Addresses: run.replay_addr and run.actor_addr ('host:port'; '' picks a
   free port on this machine). Servers listen on every interface of their
-  port, so other machines reach them at host:port; the replay server
-  writes LOGDIR/replay, which the learner's machine must share.
+  port, so other machines reach them at host:port.
+- Several machines: each command starts the processes of
+  run.parallel_roles (all, or some of learner, replay, actor, envs) and,
+  for envs, the workers run.env_worker_ids; all commands need the same
+  config and both addresses. The replay server keeps its chunks in its
+  machine's LOGDIR/replay and the learner the checkpoint in its LOGDIR/ckpt,
+  so resume with the same roles on the same machines (or share the logdir).
+  A command supervises only its own processes: the learner waits while a
+  server on another machine is away (portal reconnects).
 - Checkpoints: the learner takes one snapshot of replay, limiter counters
   and the light steps not yet seen (remote.ReplayServer.snapshot), feeds
   those to the host state, and saves it with the agent into one checkpoint
@@ -41,6 +48,7 @@ learner as separate processes on portal, started by one command.
 import atexit
 import multiprocessing
 import os
+import pickle
 import sys
 import threading
 import time
@@ -53,6 +61,9 @@ from embodied.core.ratelimit import SamplesPerInsert
 from . import common
 from . import remote
 from .train import peak_memory, resume
+
+
+ROLES = ('learner', 'replay', 'actor', 'envs')
 
 
 class ParallelError(RuntimeError):
@@ -71,14 +82,20 @@ def parallel(make_agent, make_replay, make_env, make_logger, args,
   preempt = Preemption()
   job = Job(make_agent, make_replay, make_env, args, setup)
   job.start()
+  step = None
   try:
-    step = _learn(job, make_agent, make_logger, args, logdir, seq,
-                  batch_steps, preempt)
+    if 'learner' in job.roles:
+      step = _learn(job, make_agent, make_logger, args, logdir, seq,
+                    batch_steps, preempt)
+    else:
+      job.serve(preempt)
   finally:
     job.close()
     preempt.close()
+  if preempt.requested and step is not None:
+    raise Preempted(preempt.signal, step)  # The learner saved first.
   if preempt.requested:
-    raise Preempted(preempt.signal, step)
+    print(f'Stopped by {preempt.signal}.')
 
 
 def _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps,
@@ -106,8 +123,11 @@ def _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps,
   replay.open()  # From here on workers insert.
 
   actor = remote.client(job.actor_addr, 'ActorClient')
-  remote.call(actor.call('params', agent.save()), job.check,
+  state = pickle.dumps(agent.save())
+  ask = lambda: actor.call('params', state)
+  remote.call(ask(), job.check, resend=ask, client=actor,
               what='reply from the actor to its first parameters')
+  del state
 
   def feed():
     """Light steps from the replay server: episode statistics (logged at
@@ -142,10 +162,11 @@ def _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps,
     checkpoint.save(int(step))
 
   print(f'Start training at step {int(step):,} (until {int(args.steps):,}).')
+  pid = lambda proc: f' (pid {proc.pid})' if proc else ''
   print(f'Parallel: {len(job.groups)} env workers '
         f'({", ".join(str(len(g)) for g in job.groups)} envs), replay at '
-        f'{job.replay_addr} (pid {job.replay_proc.pid}), actor at '
-        f'{job.actor_addr} (pid {job.actor_proc.pid}).', flush=True)
+        f'{job.replay_addr}{pid(job.replay_proc)}, actor at '
+        f'{job.actor_addr}{pid(job.actor_proc)}.', flush=True)
 
   while True:
     job.check()
@@ -163,7 +184,7 @@ def _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps,
     if should_sync() and (sync is None or sync.done()):
       if sync is not None:
         sync.result()  # Raises the actor's error, if any.
-      sync = actor.call('params', agent.save())
+      sync = actor.call('params', pickle.dumps(agent.save()))
     if should_report():
       common.log_report(logger, agg, agent.report(learner.report_batch(
           args.get('report_batch', args.batch_size),
@@ -201,18 +222,39 @@ class Job:
         make_agent, make_replay, make_env
     self.args = args
     self.setup = setup
+    roles = str(args.parallel_roles)
+    self.roles = ROLES if roles == 'all' else tuple(
+        r.strip() for r in roles.split(',') if r.strip())
+    unknown = set(self.roles) - set(ROLES)
+    if unknown or not self.roles:
+      raise ValueError(
+          f"run.parallel_roles needs 'all' or some of {', '.join(ROLES)} "
+          f'(comma-separated), got {roles!r}')
+    if self.roles != ROLES and not (args.replay_addr and args.actor_addr):
+      raise ValueError(
+          'run.parallel_roles other than all needs run.replay_addr and '
+          'run.actor_addr, so the processes of all commands find each other')
     self.replay_addr = _addr(args.replay_addr, 'run.replay_addr')
     self.actor_addr = _addr(args.actor_addr, 'run.actor_addr')
+    # Every command computes the same groups, so worker ids agree.
     count = max(1, min(int(args.env_workers), int(args.envs)))
     self.groups = [list(range(args.envs))[i::count] for i in range(count)]
-    self.groups = [sorted(g) for g in self.groups]
+    ids = str(args.env_worker_ids).strip()
+    self.mine = [int(i) for i in ids.split(',')] if ids else \
+        list(range(count))
+    if not set(self.mine) <= set(range(count)):
+      raise ValueError(
+          f'run.env_worker_ids {ids!r} names workers outside 0..{count - 1} '
+          f'(run.env_workers {count})')
+    if 'envs' not in self.roles:
+      self.mine = []
     self.replay_proc = None
     self.actor_proc = None
-    self.workers = [None] * count
-    self.progress = [multiprocessing.get_context('spawn').Value('q', 0)
-                     for _ in range(count)]
-    self.failures = [0] * count  # Failures in a row, per worker.
-    self.seen = [0] * count  # Progress at the latest (re)start.
+    self.workers = {}
+    self.progress = {i: multiprocessing.get_context('spawn').Value('q', 0)
+                     for i in self.mine}
+    self.failures = {i: 0 for i in self.mine}  # Failures in a row.
+    self.seen = {i: 0 for i in self.mine}  # Progress at the latest start.
     self.restarts = 0
     self.closed = False
     self._last_check = 0.0
@@ -230,17 +272,36 @@ class Job:
             f'{floor:g}, the least that cannot stall both sides; using '
             f'{floor:g}.', file=sys.stderr)
     self.tolerance = tolerance
-    self.replay_proc = self._process(
-        remote.serve_replay, self.make_replay, self.replay_addr,
-        args.train_ratio, tolerance, min_steps, int(args.steps),
-        len(self.groups), name='replay')
-    sizes = [len(g) for g in self.groups]
-    self.actor_proc = self._process(
-        remote.serve_actor, self.setup, self.make_agent, self.actor_addr,
-        sizes, args.actor_wait, name='actor')
-    for index in range(len(self.groups)):
+    if 'replay' in self.roles:
+      self.replay_proc = self._process(
+          remote.serve_replay, self.make_replay, self.replay_addr,
+          args.train_ratio, tolerance, min_steps, int(args.steps),
+          len(self.groups), name='replay')
+    if 'actor' in self.roles:
+      sizes = [len(g) for g in self.groups]
+      self.actor_proc = self._process(
+          remote.serve_actor, self.setup, self.make_agent, self.actor_addr,
+          sizes, args.actor_wait, name='actor')
+    for index in self.mine:
       self._start_worker(index)
     threading.Thread(target=self._watchdog, daemon=True).start()
+
+  def serve(self, preempt):
+    """A command without the learner: supervises its processes until its
+    env workers are done (servers: until a stop signal)."""
+    print(f'Parallel roles {", ".join(self.roles)}: replay at '
+          f'{self.replay_addr}, actor at {self.actor_addr}.', flush=True)
+    while not preempt.requested:
+      self.check()
+      if self.mine and not self.replay_proc and not self.actor_proc and all(
+          p.exitcode == 0 for p in self.workers.values()):
+        break
+      time.sleep(0.5)
+
+  def servers(self):
+    return [(name, proc) for name, proc in (
+        ('replay server', self.replay_proc), ('actor', self.actor_proc))
+            if proc is not None]
 
   def _process(self, fn, *args, name):
     proc = self.portal.Process(fn, *args, name=name)
@@ -265,8 +326,7 @@ class Job:
     dead_since = None
     while not self.closed:
       time.sleep(1.0)
-      dead = [name for name, proc in (('replay server', self.replay_proc),
-                                      ('actor', self.actor_proc))
+      dead = [name for name, proc in self.servers()
               if proc.exitcode is not None]
       if not dead:
         continue
@@ -285,15 +345,14 @@ class Job:
     if self.closed or (not force and now - self._last_check < 0.5):
       return
     self._last_check = now
-    for name, proc in (('replay server', self.replay_proc),
-                       ('actor', self.actor_proc)):
+    for name, proc in self.servers():
       if proc.exitcode is not None:
         raise ParallelError(
             f'The {name} process exited (exit code {proc.exitcode}); the '
             'job stops. The last checkpoint and the written replay chunks '
             'are kept: run the same command again to resume. Its output '
             'above shows the cause, if it failed rather than being killed.')
-    for index, proc in enumerate(self.workers):
+    for index, proc in list(self.workers.items()):
       code = proc.exitcode
       if code is None or code == 0:  # Running, or done with the run.
         continue
@@ -316,8 +375,8 @@ class Job:
     ignore stop signals; the learner has saved what it needs)."""
     import psutil
     self.closed = True
-    procs = [p for p in (*self.workers, self.actor_proc, self.replay_proc)
-             if p is not None and p.started]
+    procs = [p for p in (*self.workers.values(), self.actor_proc,
+                         self.replay_proc) if p is not None and p.started]
     victims = []
     for proc in procs:
       _forget(proc)
@@ -361,7 +420,6 @@ class Rates:
   def __init__(self, job):
     self.job = job
     self.last = None
-    self.last_progress = None
     self.workers = {}  # worker -> counters at the last call
     self.restarts = 0
 
@@ -370,7 +428,8 @@ class Rates:
     out = {}
     stats = replay.stats()
     out.update(stats['metrics'])
-    out.update(remote.call(actor.call('stats'), self.job.check,
+    ask = lambda: actor.call('stats')
+    out.update(remote.call(ask(), self.job.check, resend=ask, client=actor,
                            what='reply from the actor to stats'))
     dt = None
     if self.last:
@@ -382,14 +441,8 @@ class Rates:
       out['parallel/learner_ups'] = out['fps/train']
       out['parallel/learner_wait_frac'] = (replay.wait_time - prev_wait) / dt
     self.last = (now, step, updates, replay.wait_time)
-    # Env workers: steps from the shared progress counters; wait shares
-    # from the deltas of the counters each worker sends with its inserts (a
-    # restarted worker has a new pid and starts from zero).
-    progress = [p.value for p in self.job.progress]
-    if dt and self.last_progress is not None:
-      for worker, (new, old) in enumerate(zip(progress, self.last_progress)):
-        out[f'parallel/worker{worker}_fps'] = (new - old) / dt
-    self.last_progress = progress
+    # Env workers, from the counters each sends with its inserts (one
+    # insert behind; a restarted worker has a new pid and starts from 0).
     total = {'env_time': 0.0, 'actor_wait': 0.0, 'insert_wait': 0.0,
              'restarts': 0}
     for worker, new in stats['workers']:
@@ -399,6 +452,9 @@ class Rates:
         old = {k: 0 for k in new}
       for key in total:
         total[key] += new[key] - old[key]
+      if dt:
+        out[f'parallel/worker{worker}_fps'] = (
+            new['steps'] - old['steps']) / dt
       self.workers[worker] = new
     busy = total['env_time'] + total['insert_wait']
     if busy > 0:

@@ -20,6 +20,7 @@ import numpy as np
 from embodied.core.ratelimit import SamplesPerInsert
 
 WAIT = 1.0  # Seconds a server method holds a caller before 'wait'.
+STALL = 30.0  # Seconds without a reply before a repeatable call is resent.
 
 
 class Finished(Exception):
@@ -66,10 +67,15 @@ def server(addr, name, workers):
                        logging=False)
 
 
-def call(future, check=None, timeout=None, what='reply'):
+def call(future, check=None, timeout=None, what='reply', resend=None,
+         client=None, stall=STALL):
   """The future's result, waiting in short steps that run check() (which
-  raises if the job cannot go on)."""
+  raises if the job cannot go on). With resend (a function that makes the
+  same request again, which must be safe to repeat), a request without a
+  reply after `stall` seconds is made again: a request or reply lost in
+  transit then costs that much time instead of a hung job."""
   deadline = timeout and time.time() + timeout
+  asked = time.time()
   while True:
     try:
       return future.result(timeout=0.5)
@@ -78,6 +84,12 @@ def call(future, check=None, timeout=None, what='reply'):
         check()
       if deadline and time.time() > deadline:
         raise TimeoutError(f'No {what} within {timeout} s.') from None
+      if resend and time.time() - asked > stall:
+        print(f'Warning: no {what} after {stall:g} s; asking again.',
+              file=sys.stderr, flush=True)
+        if client is not None:  # Frees its slot of portal's maxinflight.
+          client.futures.pop(future.sendargs[0], None)
+        future, asked = resend(), time.time()
 
 
 def light(tran):
@@ -112,6 +124,7 @@ class ReplayServer:
     self.opened = threading.Event()
     self.events = []  # (env id, step index, light tran), drained by learner.
     self.workers = {}  # worker -> its latest cumulative counters.
+    self.added = {}  # worker -> (pid, seq) of its latest added step.
     self.writeback = [0.0, 0]  # seconds, calls
 
   def info(self):
@@ -121,15 +134,27 @@ class ReplayServer:
     self.opened.set()
     return True
 
-  def add(self, worker, trans, counters):
-    """trans: [(env id, tran)], one lockstep step of the worker's envs.
+  def add(self, worker, seq, trans, counters):
+    """trans: {'__env__': env ids, key: values stacked over those envs}, one
+    lockstep step of the worker's envs;
+    seq: the step's number in this worker process (a repeated request with
+    a seq already added is answered 'ok' without adding it again).
     Returns 'ok', 'wait' (try again) or 'done' (the run has its steps)."""
     # Numbers arrive as NumPy scalars (portal's packing).
-    self.workers[int(worker)] = {k: v.item() if hasattr(v, 'item') else v
-                                 for k, v in counters.items()}
-    trans = [(int(env), tran) for env, tran in trans]
+    worker, seq = int(worker), int(seq)
+    counters = {k: v.item() if hasattr(v, 'item') else v
+                for k, v in counters.items()}
+    self.workers[worker] = counters
+    # Stacked per key (few buffers for portal, see sample()).
+    envs = [int(env) for env in trans.pop('__env__')]
+    trans = [(env, {k: v[i] for k, v in trans.items()})
+             for i, env in enumerate(envs)]
     if not self.opened.wait(WAIT):
       return 'wait'
+    key = (counters['pid'], seq)
+    if self.added.get(worker, (None, -1))[0] == key[0] and \
+        self.added[worker][1] >= seq:
+      return 'ok'
 
     def insert():
       # Counted already: the k-th step is env step inserted - n + k + 1.
@@ -137,6 +162,7 @@ class ReplayServer:
       for k, (env, tran) in enumerate(trans):
         self.replay.add(tran, env)
         self.events.append((env, base + k + 1, light(tran)))
+      self.added[worker] = key
     granted, _ = self.limiter.insert(len(trans), WAIT, insert)
     if granted:
       return 'ok'
@@ -159,7 +185,11 @@ class ReplayServer:
           batch_size * seq, WAIT,
           lambda: self.replay.sample(batch_size, commit=True))
     counters, events = self.limiter.snapshot(self._drain)
-    return {'data': data, 'step': counters['inserted'], 'events': events}
+    # One bytes leaf: portal sends every leaf as its own buffer of one
+    # writev() call, which fails (silently, retried forever) past the
+    # system's limit of 1024 buffers.
+    return {'data': data, 'step': counters['inserted'],
+            'events': pickle.dumps(events)}
 
   def _drain(self):
     events, self.events = self.events, []
@@ -269,13 +299,15 @@ class ReplayClient:
     info = self._call('info')
     self.length, self.chunksize = info['length'], info['chunksize']
 
-  def _call(self, method, *args):
-    return call(self.client.call(method, *args), self.check,
-                what=f'reply from the replay server to {method}')
+  def _call(self, method, *args, repeatable=True):
+    ask = lambda: self.client.call(method, *args)
+    return call(ask(), self.check,
+                what=f'reply from the replay server to {method}',
+                resend=ask if repeatable else None, client=self.client)
 
   def _take(self, reply):
     self.step = int(reply['step'])
-    self.events += reply['events']
+    self.events += pickle.loads(bytes(reply['events']))
     return reply['data']
 
   def sample(self, batch_size, commit=True):
@@ -284,9 +316,13 @@ class ReplayClient:
     start = time.perf_counter()
     try:
       while True:
-        future = self._next or self.client.call('sample', batch_size, self.seq, True)
+        ask = lambda: self.client.call('sample', batch_size, self.seq, True)
+        future = self._next or ask()
         self._next = None
-        data = self._take(call(future, self.check))
+        # A repeated sample at most counts one unused batch.
+        data = self._take(call(
+            future, self.check, what='reply from the replay server to '
+            'sample', resend=ask, client=self.client))
         if data is not None:
           break
         if self.step >= self.steps:
@@ -326,7 +362,7 @@ class ReplayClient:
   def snapshot(self):
     """Takes the coordinated snapshot; returns its env step. Its parts are
     then saved through part('replay') and part('limiter')."""
-    data = pickle.loads(self._call('snapshot'))
+    data = pickle.loads(self._call('snapshot', repeatable=False))
     self.step = int(data['step'])
     self.events += data['events']
     self._snapshot = data
@@ -352,14 +388,15 @@ class _Part:
     return self.owner._snapshot[self.key]
 
   def load(self, data):
-    self.owner._call('restore', self.key, pickle.dumps(data))
+    self.owner._call('restore', self.key, pickle.dumps(data),
+                     repeatable=False)
     if self.key == 'limiter':
       self.owner.step = int(data['inserted'])
 
   def committed(self):
     if self.key == 'replay':
       self.owner._snapshot = None
-      self.owner._call('committed')
+      self.owner._call('committed', repeatable=False)
 
 
 # Actor.
@@ -389,28 +426,38 @@ class ActorServer:
     self.version = 0
     self.lock = threading.Lock()  # Parameters vs. inference.
     self.cond = threading.Condition()
-    self.pending = {}  # worker -> [obs, result slot, done event]
+    self.pending = {}  # worker -> [obs, result slot, done event, key]
+    self.entries = {}  # worker -> its latest entry (answers repeats)
     self.running = True
     self.counts = {'rounds': 0, 'envs': 0, 'busy': 0.0, 'start':
                    time.perf_counter(), 'pending': 0}
     self.thread = threading.Thread(target=self._loop, daemon=True)
     self.thread.start()
 
-  def params(self, state):
+  def params(self, blob):
+    """blob: the pickled agent.save() (one buffer for portal, however many
+    arrays the state has; see ReplayServer.sample)."""
+    state = pickle.loads(bytes(blob))
     with self.lock:
       self.agent.load(state)
       self.version += 1
     self.has_params.set()
     return self.version
 
-  def act(self, worker, obs):
+  def act(self, worker, key, obs):
+    """key: (pid, step number) of the request in its worker process; a
+    repeated request gets the same reply, without advancing the carry
+    again. None: no parameters yet, ask again."""
     if not self.has_params.wait(WAIT):
       return None
-    entry = [obs, None, threading.Event()]
-    worker = int(worker)
+    worker, key = int(worker), tuple(int(k) for k in key)
     with self.cond:
-      self.pending[worker] = entry
-      self.cond.notify_all()
+      entry = self.entries.get(worker)
+      if entry is None or entry[3] != key:
+        entry = [obs, None, threading.Event(), key]
+        self.entries[worker] = entry
+        self.pending[worker] = entry
+        self.cond.notify_all()
     while not entry[2].wait(WAIT):
       if not self.running:
         raise RuntimeError('Actor stopped.')
@@ -457,7 +504,7 @@ class ActorServer:
   def _round(self, batch):
     start = time.perf_counter()
     rows = {}
-    for worker, (obs, _, _) in batch.items():
+    for worker, (obs, _, _, _) in batch.items():
       if worker >= len(self.sizes):
         raise ValueError(f'Unknown env worker {worker}.')
       if self.obs is None:
@@ -526,11 +573,15 @@ def env_worker(index, env_ids, make_env, actor_addr, replay_addr, parallel,
   trans = []
   driver.on_step(lambda tran, i: trans.append((env_ids[i], tran)))
 
+  seq = [0]  # Lockstep steps of this process, numbering its requests.
+
   def policy(carry, obs):
     start = time.perf_counter()
     obs = {k: v for k, v in obs.items() if not k.startswith('log/')}
+    ask = lambda: actor.call('act', index, (os.getpid(), seq[0]), obs)
     while True:
-      reply = actor.call('act', index, obs).result()
+      reply = call(ask(), what='reply from the actor', resend=ask,
+                   client=actor)
       if reply is not None:
         break
     counters['actor_wait'] += time.perf_counter() - start
@@ -546,10 +597,16 @@ def env_worker(index, env_ids, make_env, actor_addr, replay_addr, parallel,
       counters['env_time'] += time.perf_counter() - start
       counters['restarts'] = driver.restarts
       start = time.perf_counter()
+      stacked = {k: np.stack([t[k] for _, t in trans]) for k in trans[0][1]}
+      stacked['__env__'] = np.array([env for env, _ in trans], np.int64)
+      ask = lambda: replay.call(
+          'add', index, seq[0], stacked, dict(counters))
       while True:
-        status = replay.call('add', index, trans, dict(counters)).result()
+        status = call(ask(), what='reply from the replay server to add',
+                      resend=ask, client=replay)
         if status != 'wait':
           break
+      seq[0] += 1
       counters['insert_wait'] += time.perf_counter() - start
       if status == 'done':
         break
