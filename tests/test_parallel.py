@@ -118,6 +118,52 @@ def test_limiter_blocked_insert_released_by_sample():
   assert time.time() - start < 1
 
 
+# The replay server, in this process.
+
+def test_replay_server_many_events_repeats_and_counts():
+  import pickle
+  import numpy as np
+  import portal
+  from embodied.core import Replay
+  from embodied.run import remote
+  replay = Replay(length=3, capacity=1000, chunksize=16)
+  limiter = SamplesPerInsert(1.0, 1000, min_steps=0, limit=10 ** 6)
+  impl = remote.ReplayServer(replay, limiter)
+  addr = f'localhost:{portal.free_port()}'
+  srv = remote.server(addr, 'TestReplay', 2)
+  for name in ('add', 'sample', 'open', 'stats'):
+    srv.bind(name, getattr(impl, name))
+  srv.start(block=False)
+  client = remote.client(addr, 'TestClient')
+  try:
+    counters = {'pid': 1, 'steps': 0, 'env_time': 0.0, 'actor_wait': 0.0,
+                'insert_wait': 0.0, 'restarts': 0}
+    step = lambda seq: {
+        '__env__': np.array([0, 1]), 'obs': np.full((2, 3), seq, np.float32),
+        'reward': np.ones(2, np.float32), 'is_first': np.zeros(2, bool),
+        'is_last': np.zeros(2, bool), 'is_terminal': np.zeros(2, bool)}
+    assert client.call('open').result(timeout=10)
+    for seq in range(300):
+      reply = client.call('add', 0, seq, step(seq), counters)
+      assert reply.result(timeout=10) == 'ok'
+    # A repeated request (same pid and step) adds nothing.
+    assert client.call('add', 0, 299, step(299), counters).result(
+        timeout=10) == 'ok'
+    # 600 light steps in one reply: more than portal's 1024 buffers if
+    # they travelled as separate leaves.
+    reply = client.call('sample', 4, 3, True).result(timeout=10)
+    assert reply['data'] is not None and reply['step'] == 600
+    events = pickle.loads(bytes(reply['events']))
+    assert len(events) == 600 and [e[1] for e in events] == list(
+        range(1, 601))
+    stats = client.call('stats').result(timeout=10)['metrics']
+    assert stats['replay/size'] == 600 and stats['replay/inserted'] == 600
+    assert stats['replay/sampled'] == 12
+  finally:
+    client.close()
+    srv.close()
+
+
 # Real runs.
 
 BASE = ['--configs', 'debug', '--task', 'dummy_vector', '--script',
