@@ -150,5 +150,5 @@ def test_two_processes_stop_and_save_together(tmp_path):
   first = ckpt_step(logdir)
   assert first is not None and first > 0
   assert ckpt_step(logdir / 'process1') == first
-  assert 'Stopping on another process' in outs[0].read_text()
+  assert 'Stopping on a stop signal to another process' in outs[0].read_text()
   assert 'Stopping on SIGUSR1' in outs[1].read_text()

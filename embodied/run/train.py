@@ -65,18 +65,22 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   start = time.time()
   policy = lambda carry, obs: agent.policy(carry, obs, mode='train')
   agree = getattr(agent, 'agree', lambda *flags: flags)
+  stopped_by = None
   driver.reset(agent.init_policy)
   print(f'Start training at step {int(step):,} (until {int(args.steps):,}).')
 
   try:
     while int(step) < args.steps:
       late = bool(args.duration and time.time() - start > args.duration)
-      # With several processes (multi-host) all stop and save together.
-      stop, save = agree(preempt.requested or late, should_save())
-      if stop:
-        reason = preempt.signal if preempt.requested else (
-            f'run.duration={args.duration}s' if late else 'another process')
-        print(f'Stopping on {reason} at step {int(step):,}.')
+      # With several processes (multi-host) all stop and save together, and
+      # a stop signal to any of them ends each as preempted.
+      signalled, late, save = agree(preempt.requested, late, should_save())
+      if signalled:
+        stopped_by = preempt.signal or 'a stop signal to another process'
+        print(f'Stopping on {stopped_by} at step {int(step):,}.')
+        break
+      if late:
+        print(f'Stopping after run.duration={args.duration}s.')
         break
       with timer('env'):
         driver(policy, steps=args.envs)
@@ -126,8 +130,8 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   logger.close()
   driver.close()
   preempt.close()
-  if preempt.requested:
-    raise Preempted(preempt.signal, int(step))
+  if stopped_by:
+    raise Preempted(stopped_by, int(step))
 
 
 def resume(checkpoint, from_checkpoint=''):
