@@ -252,17 +252,25 @@ def action_repeat(config, task):
   return 1
 
 
-def load_run(logdir, metric='episode/score', method=None, repeat=None):
+def load_run(logdir, metric='episode/score', method=None, repeat=None,
+             until=None):
   """A Run from a logdir, or None (with a warning) if it has no episodes of
-  the metric yet."""
+  the metric yet. until: only episodes logged at or before this many env
+  steps (to compare runs at one budget)."""
   logdir = pathlib.Path(logdir)
   config = read_config(logdir)
   task = config['task']
   lines = read_jsonl(logdir / 'scores.jsonl')
   repeat = action_repeat(config, task) if repeat is None else repeat
+  if until is not None:
+    lines = [e for e in lines if e['step'] * repeat <= until]
   points = [(e['step'], e[metric]) for e in lines
             if _is_number(e.get(metric))]
   if not points:
+    if until is not None and not lines:
+      print(f'warning: {logdir}: no episodes by step {until:g}; skipped',
+            file=sys.stderr)
+      return None
     keys = sorted({k for e in lines for k in e} - {'step'})
     print(f'warning: {logdir / "scores.jsonl"}: no {metric!r} values yet '
           f'(keys present: {", ".join(keys) or "none"}); skipped',
@@ -577,6 +585,9 @@ def parse_args(argv):
   parser.add_argument('--baseline', nargs='+', default=[], metavar='PATH',
                       help='published curves (.json.gz list of {task, '
                       'method, seed, xs, ys})')
+  parser.add_argument('--until', type=float, metavar='STEPS',
+                      help='only episodes up to this many env steps (compare '
+                      'runs of different lengths at one budget)')
   parser.add_argument('--plot', metavar='OUT.png', help='write curves here')
   parser.add_argument('--smooth', type=int, default=10, help='running '
                       'average window of the plotted curves, in points')
@@ -601,7 +612,8 @@ def main(argv=None):
   try:
     ours = []
     for logdir in find_logdirs(args.logdirs) if args.logdirs else []:
-      run = load_run(logdir, args.metric, args.method, args.repeat)
+      run = load_run(logdir, args.metric, args.method, args.repeat,
+                     args.until)
       if run is not None:
         ours.append(run)
     if args.logdirs and not ours:

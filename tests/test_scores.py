@@ -244,3 +244,19 @@ def test_logdir_without_episodes_is_skipped(tmp_path, capsys):
   code, out, _ = run_main([early, '--metric', 'eval_episode/score', '--json'],
                           capsys)
   assert json.loads(out)['rows'][0]['final'] == pytest.approx(2.0)
+
+
+def test_until_compares_runs_at_one_budget(tmp_path, capsys):
+  # Env steps = logged step x repeat 4; --until 1000 keeps steps <= 250.
+  make_logdir(tmp_path / 'a' / 'seed0', 'atari100k_pong', 0,
+              [1, 2, 3, 40], steps=[100, 200, 250, 400],
+              config_extra='env: {atari: {repeat: 4}}\n')
+  make_logdir(tmp_path / 'b' / 'seed0', 'atari100k_pong', 0, [5, 6],
+              steps=[300, 500], config_extra='env: {atari: {repeat: 4}}\n')
+  code, out, err = run_main(
+      [tmp_path, '--last', '2', '--until', '1000', '--json'], capsys)
+  assert code == 0
+  [row] = json.loads(out)['rows']
+  assert row['method'] == 'a' and row['final'] == pytest.approx(2.5)
+  assert row['steps_max'] == 1000
+  assert 'no episodes by step 1000' in err  # Run b starts later.
