@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / 'dreamerv3'))
 import numpy as np  # noqa: E402
 
 from dreamerv3 import main as dmain  # noqa: E402
+from scripts import timing  # noqa: E402
 from scripts.timing import time_calls  # noqa: E402
 import embodied  # noqa: E402
 
@@ -33,21 +34,7 @@ BENCH = {'updates': 10, 'env_steps': 2000, 'flops': True, 'warmup': 2}
 
 
 def split_args(argv):
-  bench, rest, i = dict(BENCH), [], 0
-  while i < len(argv):
-    if argv[i].startswith('--bench.'):
-      key = argv[i][len('--bench.'):]
-      if key not in BENCH:
-        raise SystemExit(f'Unknown option --bench.{key}: {list(BENCH)}')
-      value = argv[i + 1]
-      default = BENCH[key]
-      bench[key] = (value == 'True') if isinstance(default, bool) else \
-          type(default)(float(value))
-      i += 2
-    else:
-      rest.append(argv[i])
-      i += 1
-  return bench, rest
+  return timing.split_args(argv, BENCH)
 
 
 def peak_rss_gb():

@@ -27,22 +27,13 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from scripts import timing  # noqa: E402
+
 BENCH = {'devices': '1,2,4', 'steps': 3, 'updates': 10}
 
 
 def split_args(argv):
-  bench, rest, i = dict(BENCH), [], 0
-  while i < len(argv):
-    if argv[i].startswith('--bench.'):
-      key = argv[i][len('--bench.'):]
-      if key not in BENCH:
-        raise SystemExit(f'Unknown option --bench.{key}: {list(BENCH)}')
-      bench[key] = type(BENCH[key])(argv[i + 1])
-      i += 2
-    else:
-      rest.append(argv[i])
-      i += 1
-  return bench, rest
+  return timing.split_args(argv, BENCH)
 
 
 def random_batch(agent, seed):

@@ -1,4 +1,4 @@
-"""Timing shared by the benchmark scripts."""
+"""Timing and option parsing shared by the benchmark scripts."""
 
 import time
 
@@ -12,3 +12,26 @@ def time_calls(fn, count):
     fn()
   return ((time.perf_counter() - start) / count,
           (time.process_time() - cpu_start) / count)
+
+
+def split_args(argv, defaults):
+  """Separates --bench.KEY VALUE options (KEY in defaults, VALUE parsed as
+  the default's type) from the config flags; returns (options, rest)."""
+  bench, rest, i = dict(defaults), [], 0
+  while i < len(argv):
+    if argv[i].startswith('--bench.'):
+      key = argv[i][len('--bench.'):]
+      if key not in defaults:
+        raise SystemExit(f'Unknown option --bench.{key}: {list(defaults)}')
+      value, default = argv[i + 1], defaults[key]
+      if isinstance(default, bool):
+        bench[key] = value == 'True'
+      elif isinstance(default, str):
+        bench[key] = value
+      else:
+        bench[key] = type(default)(float(value))
+      i += 2
+    else:
+      rest.append(argv[i])
+      i += 1
+  return bench, rest
