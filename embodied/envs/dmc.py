@@ -216,7 +216,7 @@ class DMC(base.Env):
   def _obs(self, timestep, reward, is_first, is_last, is_terminal):
     obs = {}
     if self._image:
-      obs['image'] = self._render()
+      obs['image'] = self._image_obs(timestep)
     for key, ours in self._keys.items():
       obs[ours] = np.asarray(
           timestep.observation[key], np.float32).reshape(self._shapes[ours])
@@ -225,6 +225,12 @@ class DMC(base.Env):
     obs['is_last'] = np.bool_(is_last)
     obs['is_terminal'] = np.bool_(is_terminal)
     return obs
+
+  def _image_obs(self, timestep):
+    """The image of this step: rendered here (subclasses may read it from
+    the timestep instead)."""
+    del timestep
+    return self._render()
 
   def _render(self):
     height, width = self._size

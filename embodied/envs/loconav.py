@@ -219,7 +219,7 @@ def build(robot, maze, seed, size, camera):
 class LocoNav(DMC):
   """Adapts a composer maze task: one image observation (the camera), the
   other observations as proprio vectors; the episode length counted here.
-  Stepping, spaces and closing are the DMC adapter's."""
+  Stepping, observations, spaces and closing are the DMC adapter's."""
 
   def __init__(
       self, env, size=(64, 64), repeat=1, episode_length=2000, proprio=True,
@@ -251,13 +251,6 @@ class LocoNav(DMC):
   def dm_env(self):
     return self._env
 
-  def _obs(self, timestep, reward, is_first, is_last, is_terminal):
-    obs = {'image': np.asarray(timestep.observation[self._image], np.uint8)}
-    for key, ours in self._keys.items():
-      obs[ours] = np.asarray(
-          timestep.observation[key], np.float32).reshape(self._shapes[ours])
-    obs['reward'] = np.float32(reward)
-    obs['is_first'] = np.bool_(is_first)
-    obs['is_last'] = np.bool_(is_last)
-    obs['is_terminal'] = np.bool_(is_terminal)
-    return obs
+  def _image_obs(self, timestep):
+    # The camera is one of the task's observations, not a render.
+    return np.asarray(timestep.observation[self._image], np.uint8)
