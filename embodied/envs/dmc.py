@@ -13,6 +13,7 @@ reads MUJOCO_GL once); the choice goes into os.environ so that env workers
 inherit it.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -105,15 +106,25 @@ def _import(image):
   except ImportError as e:
     raise MissingPackageError(f'{INSTALL} ({e})') from None
   select_renderer(image)
-  try:
+  with mujoco_imports(('dm_control', 'mujoco'), INSTALL):
     from dm_control import suite
-  except ImportError as e:
-    if (e.name or '').split('.')[0] in ('dm_control', 'mujoco'):
-      raise MissingPackageError(f'{INSTALL} ({e})') from None
-    raise _render_error(e) from None
-  except Exception as e:  # A broken GL backend fails at import time.
-    raise _render_error(e) from None
   return suite
+
+
+@contextlib.contextmanager
+def mujoco_imports(packages, install):
+  """Imports of a suite that renders with MuJoCo: a missing one of
+  `packages` becomes a MissingPackageError saying `install`, any other
+  failure (a broken GL backend fails at import time) one naming the
+  rendering library."""
+  try:
+    yield
+  except ImportError as e:
+    if (e.name or '').split('.')[0] in packages:
+      raise MissingPackageError(f'{install} ({e})') from None
+    raise _render_error(e) from None
+  except Exception as e:
+    raise _render_error(e) from None
 
 
 def prepare_rendering(suite, install):

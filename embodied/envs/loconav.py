@@ -25,7 +25,7 @@ import elements
 import numpy as np
 
 from . import MissingPackageError, OptionError, UnknownTaskError
-from .dmc import DMC, _render_error, prepare_rendering
+from .dmc import DMC, mujoco_imports, prepare_rendering
 
 OPTIONS = {
     'repeat': 1, 'episode_length': 2000, 'proprio': True, 'camera': 'ego'}
@@ -152,17 +152,11 @@ def _import():
     import labmaze
   except ImportError as e:
     raise MissingPackageError(f'{INSTALL} ({e})') from None
-  try:
+  with mujoco_imports(PACKAGES, INSTALL):
     from dm_control import composer, mjcf
     from dm_control.locomotion.arenas import mazes
     from dm_control.locomotion.tasks import random_goal_maze
     from dm_control.locomotion.walkers import ant, jumping_ball
-  except ImportError as e:
-    if (e.name or '').split('.')[0] in PACKAGES:
-      raise MissingPackageError(f'{INSTALL} ({e})') from None
-    raise _render_error(e) from None
-  except Exception as e:  # A broken GL backend fails at import time.
-    raise _render_error(e) from None
   return labmaze, composer, mjcf, mazes, random_goal_maze, ant, jumping_ball
 
 

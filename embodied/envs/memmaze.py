@@ -20,8 +20,8 @@ import io
 import elements
 import numpy as np
 
-from . import MissingPackageError, OptionError, UnknownTaskError
-from .dmc import _render_error, prepare_rendering
+from . import OptionError, UnknownTaskError
+from .dmc import mujoco_imports, prepare_rendering
 from ..core import base
 
 # Task name -> constructor in memory_maze.tasks.
@@ -53,18 +53,12 @@ def make(name, *, seed=0, size=None, **kwargs):
 
 def _import():
   prepare_rendering('memmaze', INSTALL)
-  try:
-    # gym prints a deprecation notice on import, memory_maze a note when gym
-    # is missing; env workers would repeat them.
-    quiet = io.StringIO()
-    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-      from memory_maze import tasks
-  except ImportError as e:
-    if (e.name or '').split('.')[0] in PACKAGES:
-      raise MissingPackageError(f'{INSTALL} ({e})') from None
-    raise _render_error(e) from None
-  except Exception as e:  # A broken GL backend fails at import time.
-    raise _render_error(e) from None
+  # gym prints a deprecation notice on import, memory_maze a note when gym
+  # is missing; env workers would repeat them.
+  quiet = io.StringIO()
+  with mujoco_imports(PACKAGES, INSTALL), contextlib.redirect_stdout(
+      quiet), contextlib.redirect_stderr(quiet):
+    from memory_maze import tasks
   return tasks
 
 
