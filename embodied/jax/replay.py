@@ -69,9 +69,10 @@ class DeviceReplay(Replay):
 
   def _open_chunk(self, prev):
     slot = super()._open_chunk(prev)
-    # A reused slot was zeroed and got the predecessor's last steps.
+    # The copied prefix of the predecessor's last steps; the rest of the
+    # slot is only read once later adds have marked it.
     start = slot * self.chunksize
-    self._dirty.append(np.arange(start, start + self.chunksize))
+    self._dirty.append(np.arange(start, start + self._fill[slot]))
     return slot
 
   def _add(self, step, worker):
