@@ -27,6 +27,14 @@ def plain_ale(game, seed, sticky=0.0):
   return ale
 
 
+def gray(rgb):
+  """The reference DreamerV3's conversion: luma-weighted sum of RGB,
+  truncated to uint8."""
+  rgb = rgb.astype(np.float64)
+  return (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] +
+          0.114 * rgb[..., 2]).astype(np.uint8)
+
+
 def native(**kwargs):
   """Unresized frames, so obs compare exactly with the ALE's screens."""
   return dict(size=(210, 160), sticky=0.0, **kwargs)
@@ -34,12 +42,13 @@ def native(**kwargs):
 
 @pytest.mark.parametrize('gray', [False, True])
 def test_action_repeat_reward_sum_and_max_pool(gray):
+  gray_of = globals()['gray']
   env = atari.make('pong', seed=1, **native(gray=gray))
   obs = env.step(RESET)
   noops = env.ale.getEpisodeFrameNumber()
   ref = plain_ale('pong', env.ale.getInt('random_seed'))
-  screen = ref.getScreenGrayscale if gray else ref.getScreenRGB
-  shape = lambda x: x[:, :, None] if gray else x
+  screen = ref.getScreenRGB
+  shape = lambda x: gray_of(x)[:, :, None] if gray else x
   ref.reset_game()
   for _ in range(noops):
     ref.act(ale_py.Action.NOOP)
@@ -91,7 +100,7 @@ def test_first_frame_after_noops_matches_plain_ale():
     ref.reset_game()
     for _ in range(noops):
       ref.act(ale_py.Action.NOOP)
-    assert np.array_equal(obs['image'][:, :, 0], ref.getScreenGrayscale())
+    assert np.array_equal(obs['image'][:, :, 0], gray(ref.getScreenRGB()))
 
 
 def sticky_fraction(env, steps, seed=0):
@@ -174,6 +183,34 @@ def test_frame_cap_truncates_without_terminal():
   assert env.ale.getEpisodeFrameNumber() == 200
   obs = env.step(act(1))
   assert obs['is_first'] and env.ale.getEpisodeFrameNumber() == 0
+
+
+def test_frame_cap_counts_frames_after_the_noop_start():
+  # As the reference counts them: the no-op frames of the reset are not
+  # part of the episode's 200 frames.
+  env = atari.make('pong', seed=6, size=(64, 64), noops=30, max_frames=200)
+  starts = set()
+  for _ in range(4):
+    env.step(RESET)
+    noops = env.ale.getEpisodeFrameNumber()
+    starts.add(noops)
+    for step in range(1, 51):
+      obs = env.step(act(1))
+      assert obs['is_last'] == (step == 50), (noops, step)
+    assert env.ale.getEpisodeFrameNumber() == noops + 200
+  assert len(starts) > 1  # Different no-op starts, same episode length.
+
+
+def test_gray_is_the_luma_of_the_resized_rgb_frame():
+  kw = dict(seed=8, size=(64, 48), noops=5, sticky=0.0)
+  color = atari.make('breakout', gray=False, **kw)
+  mono = atari.make('breakout', gray=True, **kw)
+  rng = np.random.default_rng(0)
+  for i in range(30):
+    a = RESET if i == 0 else act(rng.integers(4))
+    want, got = color.step(a)['image'], mono.step(a)['image']
+    assert got.shape == (64, 48, 1)
+    np.testing.assert_array_equal(got[:, :, 0], gray(want))
 
 
 def test_forced_reset_restarts_the_game():

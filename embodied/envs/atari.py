@@ -10,16 +10,22 @@ ale_py.ALEInterface directly, with the standard protocol:
 - noops: after a reset, a random number of NOOP frames, uniform in 0..noops.
 - sticky: ALE's repeat_action_probability; on every frame the emulator keeps
   the previous action with this probability (Machado et al. 2018).
-- gray: grayscale image (H, W, 1) from the ALE palette, else RGB (H, W, 3),
-  resized to the `size` argument (config env.size) with `resize`.
+- gray: grayscale image (H, W, 1), else RGB (H, W, 3), resized to the
+  `size` argument (config env.size) with `resize`. As in the reference
+  DreamerV3, the RGB frame is resized first and then weighted 0.299 R +
+  0.587 G + 0.114 B (truncated to uint8); ALE's own grayscale palette
+  gives slightly different values.
 - actions: 'all' for the 18 legal actions, 'needed' for the game's minimal set.
 - lives: 'unused' ignores life loss; 'discount' marks a life loss as
   is_terminal (no value bootstrap) while the episode goes on; 'reset' ends the
   episode at a life loss (is_last and is_terminal) and the next episode
   continues the same game, so episode scores are per life in that mode.
 - clip_reward: report the sign of the summed reward.
-- max_frames: episode cap in emulator frames, no-op frames included; reaching
-  it sets is_last but not is_terminal (a time limit, not a game over).
+- max_frames: episode cap in emulator frames after the no-op start (as the
+  reference counts them); reaching it sets is_last but not is_terminal: a
+  time limit is not a game over, so the value bootstraps through it (the
+  reference marks it terminal, which teaches the critic that the game
+  ends where only the clock ran out).
 
 One agent step is `repeat` frames: 1e5 agent steps are 400k frames.
 The atari100k suite is this env with other defaults (see atari100k.py).
@@ -36,6 +42,8 @@ from ..core import base
 LIVES = ('unused', 'discount', 'reset')
 ACTIONS = ('all', 'needed')
 RESIZE = ('bilinear', 'area', 'nearest')
+# Luma weights of the RGB -> gray conversion (ITU-R BT.601).
+GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114])
 # Options that change observation or action shapes (a run cannot resume
 # with other values).
 SHAPE_OPTIONS = ('gray', 'actions')
@@ -101,6 +109,7 @@ class Atari(base.Env):
     self._lives = lives
     self._clip = bool(clip_reward)
     self._max_frames = int(max_frames)
+    self._frames = 0  # Emulator frames since the no-op start.
     self._rng = np.random.default_rng(seed)
 
     self._ale = ale_py.ALEInterface()
@@ -116,8 +125,7 @@ class Atari(base.Env):
     self._noop = ale_py.Action.NOOP
 
     height, width = self._ale.getScreenDims()
-    shape = (height, width) if self._gray else (height, width, 3)
-    self._buffers = [np.zeros(shape, np.uint8) for _ in range(2)]
+    self._buffers = [np.zeros((height, width, 3), np.uint8) for _ in range(2)]
     self._resize = None
     if self._size != (height, width):
       from PIL import Image
@@ -165,9 +173,9 @@ class Atari(base.Env):
     over = capped = False
     for i in range(self._repeat):
       reward += ale.act(act)
+      self._frames += 1
       over = ale.game_over(with_truncation=False)
-      capped = bool(self._max_frames) and (
-          ale.getEpisodeFrameNumber() >= self._max_frames)
+      capped = bool(self._max_frames) and self._frames >= self._max_frames
       # Keep the last two frames of the repeat for the max-pool; an episode
       # that ends early keeps only its final frame.
       if over or capped or i >= self._repeat - 2:
@@ -198,16 +206,14 @@ class Atari(base.Env):
         ale.act(self._noop)
         if ale.game_over(with_truncation=False):
           ale.reset_game()
+      self._frames = 0  # The cap counts frames of one game.
     self._done = False
     self._new_game = False
     self._grab(self._buffers[0])
     return self._obs(self._buffers[0], 0.0, True, False, False)
 
   def _grab(self, buffer):
-    if self._gray:
-      self._ale.getScreenGrayscale(buffer)
-    else:
-      self._ale.getScreenRGB(buffer)
+    self._ale.getScreenRGB(buffer)
 
   def _obs(self, image, reward, is_first, is_last, is_terminal):
     if self._resize:
@@ -215,7 +221,7 @@ class Atari(base.Env):
     else:
       image = image.copy()  # The buffers are overwritten on the next step.
     if self._gray:
-      image = image[:, :, None]
+      image = (image * GRAY_WEIGHTS).sum(-1).astype(np.uint8)[:, :, None]
     return {
         'image': image,
         'reward': np.float32(reward),
