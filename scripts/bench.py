@@ -105,11 +105,10 @@ def main(argv=None):
   dt, cpu = time_calls(learner, bench['updates'])
   learner.flush()
   results['learner_wait_frac'] = learner.stats()['learner/wait_frac']
-  seq = config.batch_length + config.replay_context
   results['updates_per_s'] = 1 / dt
   results['cpu_s_per_update'] = cpu
   results['cores_busy'] = cpu / dt
-  results['replayed_steps_per_s'] = config.batch_size * seq / dt
+  results["replayed_steps_per_s"] = config.batch_size * config.batch_length / dt
   results['peak_rss_gb'] = peak_rss_gb()
   counts = agent.compile_counts()
   results['recompiles'] = {k: v for k, v in counts.items() if v > 1} or 'none'

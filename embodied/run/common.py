@@ -15,6 +15,18 @@ from embodied.core import video
 from .priorities import PriorityRefresh
 
 
+def trained_steps(args):
+  """Steps of one batch that count toward run.train_ratio: the trained
+  ones, batch_size * batch_length, as in the reference DreamerV3 (the
+  replay context only starts each sequence's latent state)."""
+  return args.batch_size * args.batch_length
+
+
+def sampled_steps(args):
+  """Steps of one batch as sampled from replay, context included."""
+  return args.batch_size * (args.batch_length + args.replay_context)
+
+
 class Episodes:
   """Accumulates score and length per env worker; reports finished episodes
   to the logger (episode/*) and keeps recent scores for summaries."""

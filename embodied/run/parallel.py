@@ -75,8 +75,7 @@ def parallel(make_agent, make_replay, make_env, make_logger, args,
   """setup: called first in each process that runs JAX (the actor), so it
   uses the platform and dtype of this one."""
   logdir = elements.Path(args.logdir)
-  seq = args.batch_length + args.replay_context
-  batch_steps = args.batch_size * seq
+  batch_steps = common.trained_steps(args)
   # Stop signals (SLURM's USR1 / TERM) reach the learner only: the other
   # processes ignore them, so the final snapshot can still be taken.
   preempt = Preemption()
@@ -85,7 +84,7 @@ def parallel(make_agent, make_replay, make_env, make_logger, args,
   step = None
   try:
     if 'learner' in job.roles:
-      step = _learn(job, make_agent, make_logger, args, logdir, seq,
+      step = _learn(job, make_agent, make_logger, args, logdir,
                     batch_steps, preempt)
     else:
       job.serve(preempt)
@@ -98,7 +97,7 @@ def parallel(make_agent, make_replay, make_env, make_logger, args,
     print(f'Stopped by {preempt.signal}.')
 
 
-def _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps,
+def _learn(job, make_agent, make_logger, args, logdir, batch_steps,
            preempt):
   agent = make_agent()
   logger = make_logger()
@@ -106,7 +105,8 @@ def _learn(job, make_agent, make_logger, args, logdir, seq, batch_steps,
   episodes = common.Episodes(logger)
   host = getattr(agent, 'host', None)
   replay = remote.ReplayClient(
-      job.replay_addr, args.batch_size, seq, job.check, args.steps)
+      job.replay_addr, args.batch_size, args.batch_length, job.check,
+      args.steps)
   learner = common.Learner(
       agent, replay, args.batch_size, args.get('cache_every', 0),
       args.replay_context, args.get('prefetch', True))
@@ -261,9 +261,8 @@ class Job:
 
   def start(self):
     args = self.args
-    seq = args.batch_length + args.replay_context
-    batch_steps = args.batch_size * seq
-    min_steps = args.train_fill or batch_steps
+    batch_steps = common.trained_steps(args)
+    min_steps = args.train_fill or common.sampled_steps(args)
     largest = max(len(g) for g in self.groups)
     floor = SamplesPerInsert.minimum(args.train_ratio, largest, batch_steps)
     tolerance = max(float(args.ratio_tolerance), floor)

@@ -169,9 +169,11 @@ class ReplayServer:
     # The limiter refuses inserts past the run's steps for good.
     return 'done' if self.limiter.inserted >= self.limiter.limit else 'wait'
 
-  def sample(self, batch_size, seq, commit):
+  def sample(self, batch_size, trained, commit):
     """{'data': batch or None ('wait'), 'step': env steps, 'events': light
-    steps since the last call}. Uncommitted samples (reports) skip the
+    steps since the last call}. A committed batch counts batch_size *
+    trained steps in the limiter (trained: the steps of a sequence that
+    the train step learns from). Uncommitted samples (reports) skip the
     limiter."""
     data, batch_size, commit = None, int(batch_size), bool(commit)
     if not commit:
@@ -182,7 +184,7 @@ class ReplayServer:
       time.sleep(0.1)
     else:
       _, data = self.limiter.sample(
-          batch_size * seq, WAIT,
+          batch_size * int(trained), WAIT,
           lambda: self.replay.sample(batch_size, commit=True))
     counters, events = self.limiter.snapshot(self._drain)
     # One bytes leaf: portal sends every leaf as its own buffer of one
@@ -286,9 +288,9 @@ class ReplayClient:
   `step` is the server's count of env steps, as of the latest reply;
   `events` collects the light steps (see light()) for the learner."""
 
-  def __init__(self, addr, batch_size, seq, check, steps):
+  def __init__(self, addr, batch_size, trained, check, steps):
     self.client = client(addr, 'ReplayClient')
-    self.batch_size, self.seq = batch_size, seq
+    self.batch_size, self.trained = batch_size, trained
     self.check = check
     self.steps = int(steps)
     self.step = 0
@@ -312,11 +314,11 @@ class ReplayClient:
 
   def sample(self, batch_size, commit=True):
     if not commit or batch_size != self.batch_size:
-      return self._take(self._call('sample', batch_size, self.seq, False))
+      return self._take(self._call('sample', batch_size, self.trained, False))
     start = time.perf_counter()
     try:
       while True:
-        ask = lambda: self.client.call('sample', batch_size, self.seq, True)
+        ask = lambda: self.client.call('sample', batch_size, self.trained, True)
         future = self._next or ask()
         self._next = None
         # A repeated sample at most counts one unused batch.
@@ -327,7 +329,7 @@ class ReplayClient:
           break
         if self.step >= self.steps:
           raise Finished()
-      self._next = self.client.call('sample', batch_size, self.seq, True)
+      self._next = self.client.call('sample', batch_size, self.trained, True)
       return data
     finally:
       self.wait_time += time.perf_counter() - start

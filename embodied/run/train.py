@@ -27,10 +27,9 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   learner = common.Learner(
       agent, replay, args.batch_size, args.get('cache_every', 0),
       args.replay_context, args.get('prefetch', True))
-  seq = args.batch_length + args.replay_context
   limiter = RatioLimiter(
-      args.train_ratio, args.batch_size * seq,
-      min_steps=args.train_fill or args.batch_size * seq)
+      args.train_ratio, common.trained_steps(args),
+      min_steps=args.train_fill or common.sampled_steps(args))
 
   fns = [functools.partial(make_env, i) for i in range(args.envs)]
   driver = Driver(fns, parallel=args.parallel_envs,
@@ -100,7 +99,7 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
         progress.clear()
         logger.add(agg.result())
         logger.add(
-            timer.rates(int(step), learner.updates, args.batch_size * seq))
+            timer.rates(int(step), learner.updates, common.trained_steps(args)))
         logger.add(replay.stats())
         logger.add(learner.stats())
         logger.add(driver.stats())
