@@ -351,6 +351,10 @@ class Dreamer(nj.Module):
         recs[key] = dist.loss(obs[key])
     losses['rec'] = sum(recs.values())
     losses['rew'] = self.rew(feat).loss(obs['reward'])
+    # The continue head learns P(not terminal) and returns use the fixed
+    # discount 1 - 1/horizon, where the reference folds the discount into
+    # the head's target (contdisc): equal returns, imagination weights
+    # larger by the constant 1/discount, which LaProp cancels (tested).
     losses['con'] = self.con(feat).loss(1.0 - obs['is_terminal'].astype(f32))
     if self.config.loss_scales.post_ent:
       # Posterior entropy bonus: discourages the posterior latents from

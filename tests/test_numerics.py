@@ -256,6 +256,53 @@ def test_lambda_return_vs_loop(lam_kind):
         got, rew + 0.97 * cont * val[:, 1:], rtol=1e-5, atol=1e-6)
 
 
+def test_continue_head_with_fixed_discount_equals_reference_contdisc():
+  """Ours: the continue head predicts p = P(not terminal), returns use the
+  discount g. Reference (contdisc): the head's target is g * (1 -
+  is_terminal), so it predicts g * p, and returns use discount 1. Returns
+  are equal; the imagination weights differ by the constant factor g."""
+  rng = np.random.default_rng(21)
+  B, H, g, lam = 4, 9, 1 - 1 / 333, 0.95
+  rew = rng.normal(size=(B, H + 1)).astype(np.float32)
+  val = rng.normal(size=(B, H + 1)).astype(np.float32)
+  p = rng.uniform(0.5, 1.0, (B, H + 1)).astype(np.float32)
+  # Ours, as in Dreamer._imagination_loss.
+  ret = np.asarray(fn.lambda_return(
+      jnp.asarray(rew[:, 1:]), jnp.asarray(val), jnp.asarray(p[:, 1:]), g,
+      lam))
+  weight = np.cumprod(g * p, 1) / g
+  # The reference's formulas, written as loops over time.
+  con = g * p.astype(np.float64)
+  want = np.zeros((B, H))
+  for b in range(B):
+    nxt = val[b, -1]
+    for t in reversed(range(H)):
+      live, cont = con[b, t + 1], lam
+      nxt = rew[b, t + 1] + live * ((1 - cont) * val[b, t + 1] + cont * nxt)
+      want[b, t] = nxt
+  ref_weight = np.ones((B, H + 1))
+  for t in range(H + 1):
+    ref_weight[:, t] = np.prod(con[:, :t + 1], 1)
+  np.testing.assert_allclose(ret, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(ref_weight, g * weight, rtol=1e-6)
+
+
+def test_laprop_cancels_a_constant_loss_scale():
+  # Why the constant factor between the two weightings does not matter:
+  # LaProp's update is invariant to scaling every gradient by a constant.
+  rng = np.random.default_rng(22)
+  params = _tree(rng)
+  grads = [_tree(rng) for _ in range(3)]
+  tx = opt.make_optax(lr=0.1, agc=0.0, warmup=0)
+  s1, s2 = tx.init(params), tx.init(params)
+  for t in range(3):
+    u1, s1 = tx.update(grads[t], s1, params)
+    scaled = {k: v * (1 - 1 / 333) for k, v in grads[t].items()}
+    u2, s2 = tx.update(scaled, s2, params)
+    for k in params:
+      np.testing.assert_allclose(u1[k], u2[k], rtol=1e-5, atol=1e-8)
+
+
 # Categorical helpers.
 
 
