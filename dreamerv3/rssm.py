@@ -203,7 +203,6 @@ class Encoder(nj.Module):
   norm: str = 'rms'
   act: str = 'silu'
   symlog: bool = True
-  impl: str = 'lax'
   fast: bool = True
 
   def __init__(self, obs_space):
@@ -229,8 +228,7 @@ class Encoder(nj.Module):
       x = nets.cast(x.astype(f32) / 255.0 - 0.5)
       for i, mult in enumerate(self.mults):
         x = self.sub(f'conv{i}', nets.Conv2D, depth=self.depth * mult,
-                     kernel=self.kernel, pool=True, impl=self.impl,
-                     fast=self.fast)(x)
+                     kernel=self.kernel, pool=True, fast=self.fast)(x)
         x = nets.act(self.act)(self.sub(f'conv{i}norm', nets.Norm, kind=self.norm)(x))
       out.append(x.reshape((x.shape[0], -1)))
     x = jnp.concatenate([o.astype(nets.COMPUTE_DTYPE) for o in out], -1)
@@ -252,7 +250,6 @@ class Decoder(nj.Module):
   kernel: int = 5
   norm: str = 'rms'
   act: str = 'silu'
-  impl: str = 'lax'
   fast: bool = True
   # Image likelihood: 'mse' on the sigmoid output, or 'bernoulli' (per-pixel
   # binary cross-entropy on logits) for binary images such as MinAtar's.
@@ -293,7 +290,7 @@ class Decoder(nj.Module):
       for i, depth in enumerate(outdepths):
         last = i == len(outdepths) - 1
         x = self.sub(f'conv{i}', nets.Conv2D, depth=depth, kernel=self.kernel,
-                     upsample=True, impl=self.impl, fast=self.fast)(x)
+                     upsample=True, fast=self.fast)(x)
         if not last:
           x = nets.act(self.act)(self.sub(f'conv{i}norm', nets.Norm, kind=self.norm)(x))
       x = x.astype(f32).reshape((*bshape, *x.shape[1:]))

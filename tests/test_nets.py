@@ -31,57 +31,50 @@ def conv_ref(x, k):
   return out
 
 
-def test_conv2d_lax_matches_loop():
-  rng = np.random.default_rng(0)
-  x, k = rand(rng, 2, 5, 6, 3), rand(rng, 3, 3, 3, 4)
-  for impl in ('lax', 'matmul'):
-    np.testing.assert_allclose(
-        nets.conv2d(x, k, impl), conv_ref(x, k), rtol=1e-5, atol=1e-5)
-
-
 CONV_CASES = [
     # (n, h, w, cin, cout, kernel)
-    (2, 8, 8, 1, 3, 3), (1, 7, 5, 3, 2, 3), (2, 6, 6, 4, 8, 5),
+    (2, 5, 6, 3, 4, 3), (2, 8, 8, 1, 3, 3), (2, 6, 6, 4, 8, 5),
     (1, 9, 4, 2, 5, 5), (3, 4, 4, 6, 1, 5), (1, 3, 3, 2, 2, 5)]
 
 
 @pytest.mark.parametrize('case', CONV_CASES)
-def test_conv2d_matmul_equals_lax(case):
+def test_conv2d_matches_loop(case):
   n, h, w, cin, cout, k = case
   rng = np.random.default_rng(sum(case))
   x, kern = rand(rng, n, h, w, cin), rand(rng, k, k, cin, cout)
-  lax = nets.conv2d(x, kern, 'lax')
-  mat = nets.conv2d(x, kern, 'matmul')
-  assert mat.shape == lax.shape == (n, h, w, cout)
-  np.testing.assert_allclose(mat, lax, rtol=1e-5, atol=1e-5)
+  got = nets.conv2d(x, kern)
+  assert got.shape == (n, h, w, cout)
+  np.testing.assert_allclose(got, conv_ref(x, kern), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('impl', ['lax', 'matmul'])
-def test_conv2d_even_kernel_rejected(impl):
-  # SAME padding of an even kernel is asymmetric, which the matmul patches
-  # (k // 2 on both sides) would get wrong by a pixel; both impls refuse.
+def test_conv2d_even_kernel_rejected():
+  # SAME padding of an even kernel is asymmetric, which the gradient's
+  # patches (k // 2 on both sides) would get wrong by a pixel.
   rng = np.random.default_rng(1)
   x, kern = rand(rng, 1, 6, 6, 2), rand(rng, 4, 4, 2, 3)
   with pytest.raises(ValueError, match='odd'):
-    nets.conv2d(x, kern, impl)
+    nets.conv2d(x, kern)
 
 
-def test_conv2d_unknown_impl():
-  with pytest.raises(ValueError, match='impl'):
-    nets.conv2d(jnp.zeros((1, 2, 2, 1)), jnp.zeros((3, 3, 1, 1)), 'fft')
-
-
-def test_conv2d_gradients_match():
+def test_conv2d_gemm_gradient_equals_xla_gradient():
+  # The CPU path's patch-GEMM kernel gradient against XLA's own (what
+  # other backends use), in float32 and bfloat16.
   rng = np.random.default_rng(2)
-  for k in (3, 5):
+  for k, dtype in ((3, jnp.float32), (5, jnp.float32), (5, jnp.bfloat16)):
     x, kern, r = rand(rng, 2, 6, 5, 3), rand(rng, k, k, 3, 4), rand(
         rng, 2, 6, 5, 4)
+    x, kern = x.astype(dtype), kern.astype(dtype)
     grads = {}
-    for impl in ('lax', 'matmul'):
-      loss = lambda x, kern: (nets.conv2d(x, kern, impl) * r).sum()
-      grads[impl] = jax.jit(jax.grad(loss, (0, 1)))(x, kern)
-    for a, b in zip(grads['lax'], grads['matmul']):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    for name, conv in (('gemm', nets._conv_gemm_grad),
+                       ('xla', nets._lax_conv)):
+      loss = lambda x, kern: (conv(x, kern).astype(jnp.float32) * r).sum()
+      grads[name] = jax.jit(jax.grad(loss, (0, 1)))(x, kern)
+    tol = 1e-4 if dtype == jnp.float32 else 3e-2
+    for a, b in zip(grads['gemm'], grads['xla']):
+      assert a.dtype == b.dtype == dtype
+      np.testing.assert_allclose(np.asarray(a, np.float32),
+                                 np.asarray(b, np.float32), rtol=tol,
+                                 atol=tol)
 
 
 def test_upsample_vs_loop():
@@ -94,12 +87,11 @@ def test_upsample_vs_loop():
 
 
 @pytest.mark.parametrize('k', [3, 5])
-@pytest.mark.parametrize('impl', ['lax', 'matmul'])
-def test_upsample_conv2d_equals_conv_of_upsample(k, impl):
+def test_upsample_conv2d_equals_conv_of_upsample(k):
   rng = np.random.default_rng(k)
   for n, h, w, cin, cout in ((2, 4, 4, 3, 2), (1, 3, 5, 1, 4)):
     x, kern = rand(rng, n, h, w, cin), rand(rng, k, k, cin, cout)
-    fast = nets.upsample_conv2d(x, kern, impl)
+    fast = nets.upsample_conv2d(x, kern)
     slow = conv_ref(nets.upsample(x), kern)
     assert fast.shape == (n, 2 * h, 2 * w, cout)
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-4)
@@ -109,8 +101,8 @@ def test_upsample_conv2d_gradients_match():
   rng = np.random.default_rng(4)
   x, kern, r = rand(rng, 1, 3, 4, 2), rand(rng, 5, 5, 2, 3), rand(
       rng, 1, 6, 8, 3)
-  fast = lambda x, k: (nets.upsample_conv2d(x, k, 'matmul') * r).sum()
-  slow = lambda x, k: (nets.conv2d(nets.upsample(x), k, 'lax') * r).sum()
+  fast = lambda x, k: (nets.upsample_conv2d(x, k) * r).sum()
+  slow = lambda x, k: (nets._lax_conv(nets.upsample(x), k) * r).sum()
   gf = jax.jit(jax.grad(fast, (0, 1)))(x, kern)
   gs = jax.jit(jax.grad(slow, (0, 1)))(x, kern)
   for a, b in zip(gf, gs):
@@ -128,12 +120,11 @@ def test_maxpool2_vs_loop():
 
 
 @pytest.mark.parametrize('k', [3, 5])
-@pytest.mark.parametrize('impl', ['lax', 'matmul'])
-def test_conv2d_maxpool2_equals_pool_of_conv(k, impl):
+def test_conv2d_maxpool2_equals_pool_of_conv(k):
   rng = np.random.default_rng(10 + k)
   for n, h, w, cin, cout in ((2, 4, 4, 3, 2), (1, 6, 8, 1, 4)):
     x, kern = rand(rng, n, h, w, cin), rand(rng, k, k, cin, cout)
-    fast = nets.conv2d_maxpool2(x, kern, impl)
+    fast = nets.conv2d_maxpool2(x, kern)
     slow = conv_ref(x, kern)
     slow = slow.reshape(n, h // 2, 2, w // 2, 2, cout).max((2, 4))
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-4)
@@ -161,6 +152,30 @@ def test_linear_formula():
   state, _ = nj.pure(nets.Linear(units=3, outscale=0.0, name='zero'))(
       {}, x, create=True, seed=0)
   np.testing.assert_array_equal(state['zero/kernel'], 0)
+
+
+def test_initial_weights_scale_the_std_by_outscale():
+  # As the reference: std = outscale / sqrt(fan_in) for a truncated normal
+  # (cut at 2 std), so outscale 0.01 gives 1/100 of a plain layer's std.
+  x = jnp.zeros((1, 1024))
+  for outscale in (1.0, 0.01):
+    mod = nets.Linear(units=512, outscale=outscale, name='lin')
+    state, _ = nj.pure(mod)({}, x, create=True, seed=0)
+    kernel = np.asarray(state['lin/kernel'], np.float64)
+    np.testing.assert_allclose(kernel.std(), outscale / 32, rtol=0.01)
+    assert np.abs(kernel).max() <= 2 * outscale / 32 / 0.8796 + 1e-9
+
+
+def test_block_linear_initial_std_uses_the_whole_input_as_fan_in():
+  # A [blocks, in / blocks, out / blocks] kernel starts with the std of a
+  # dense layer over the whole input (the reference's fan-in), so each
+  # output unit, which sums one block only, starts sqrt(blocks) smaller.
+  x = jnp.zeros((1, 2048))
+  mod = nets.BlockLinear(units=1024, blocks=8, name='blin')
+  state, _ = nj.pure(mod)({}, x, create=True, seed=0)
+  kernel = np.asarray(state['blin/kernel'], np.float64)
+  assert kernel.shape == (8, 256, 128)
+  np.testing.assert_allclose(kernel.std(), 1 / np.sqrt(2048), rtol=0.01)
 
 
 @pytest.mark.parametrize('blocks,units,inp', [(2, 6, 4), (4, 8, 12), (1, 3, 5)])
@@ -228,11 +243,10 @@ def test_conv2d_module(mode):
   rng = np.random.default_rng(9)
   x = rand(rng, 2, 4, 6, 3)
   outs = {}
-  for impl, fast in itertools.product(('lax', 'matmul'), (True, False)):
+  for fast in (True, False):
     mod = nets.Conv2D(depth=2, kernel=5, upsample=(mode == 'upsample'),
-                      pool=(mode == 'pool'), impl=impl, fast=fast,
-                      name='conv')
-    state, outs[impl, fast] = run(mod, x)  # Same parameters for all.
+                      pool=(mode == 'pool'), fast=fast, name='conv')
+    state, outs[fast] = run(mod, x)  # Same parameters for all.
   inp = nets.upsample(x) if mode == 'upsample' else x
   want = conv_ref(inp, state['conv/kernel'])
   if mode == 'pool':
@@ -252,8 +266,8 @@ def test_conv2d_kernel_gradient_in_batch_slices(monkeypatch):
   monkeypatch.setattr(nets, 'GRAD_SLICE_BYTES', 512)
   rng = np.random.default_rng(3)
   x, kern = rand(rng, 8, 6, 6, 3), rand(rng, 5, 5, 3, 4)
-  loss = lambda impl: lambda x, k: (nets.conv2d(x, k, impl) ** 2).sum()
-  got = jax.grad(loss('lax'), (0, 1))(x, kern)
-  want = jax.grad(loss('matmul'), (0, 1))(x, kern)
+  loss = lambda conv: lambda x, k: (conv(x, k) ** 2).sum()
+  got = jax.grad(loss(nets.conv2d), (0, 1))(x, kern)
+  want = jax.grad(loss(nets._lax_conv), (0, 1))(x, kern)
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)

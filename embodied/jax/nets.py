@@ -35,13 +35,15 @@ def act(name):
   return fns[name]
 
 
-def init(fan_in, shape, scale=1.0):
-  """Truncated normal (at 2 std) with variance scale / fan_in, as in the
-  reference DreamerV3."""
+def init(fan_in, shape, outscale=1.0):
+  """Truncated normal (at 2 std) with std outscale / sqrt(fan_in), as in the
+  reference DreamerV3: outscale scales the standard deviation (a policy
+  output layer at 0.01 starts 100x smaller than a plain layer)."""
   def fn():
-    if scale == 0.0:
+    if outscale == 0.0:
       return jnp.zeros(shape, f32)
-    std = math.sqrt(scale / fan_in) / 0.87962566
+    # 0.8796 is the std of a unit normal truncated at 2 std.
+    std = outscale / math.sqrt(fan_in) / 0.87962566
     return std * jax.random.truncated_normal(nj.seed(), -2, 2, shape, f32)
   return fn
 
@@ -75,7 +77,10 @@ class BlockLinear(nj.Module):
     assert self.units % self.blocks == 0, (self.units, self.blocks)
     bin_, bout = x.shape[-1] // self.blocks, self.units // self.blocks
     shape = (self.blocks, bin_, bout)
-    kernel = self.value('kernel', init(bin_, shape))
+    # Fan-in of the whole input, as the reference's initializer computes
+    # for a [blocks, in, out] kernel: each unit sums over one block only,
+    # so its output starts sqrt(blocks) smaller than a dense layer's.
+    kernel = self.value('kernel', init(x.shape[-1], shape))
     bshape = x.shape[:-1]
     # Explicit block-major layout: [k, N, i] @ [k, i, o] -> [k, N, o]. Left
     # to einsum, XLA:CPU picks a batch-last output and slow transposes.
@@ -136,9 +141,10 @@ class MLP(nj.Module):
     return x.reshape((*shape, x.shape[-1]))
 
 
-# Convolutions. XLA's CPU convolutions with few channels are slow, so besides
-# the direct `lax` path there is `matmul`: gather the KxK patches once and run
-# one large matrix multiply. Both compute the same function (tested).
+# Convolutions: SAME padding, stride 1, through lax.conv_general_dilated.
+# On the CPU backend the kernel gradient is one GEMM of image patches
+# instead of XLA:CPU's convolution over the batch (~10x faster there); other
+# backends (cuDNN) keep XLA's own gradient.
 
 
 def _patches(x, k):
@@ -169,8 +175,6 @@ def _conv_gemm_grad_fwd(x, kernel):
 
 
 def _conv_gemm_grad_bwd(res, dy):
-  # XLA:CPU computes the kernel gradient as a convolution contracting over
-  # the batch, behind large transposes; one GEMM of patches is ~10x faster.
   x, kernel = res
   k, _, cin, cout = kernel.shape
   _, vjp = jax.vjp(lambda x: _lax_conv(x, kernel), x)
@@ -185,7 +189,11 @@ def _conv_gemm_grad_bwd(res, dy):
   def accumulate(dk, inputs):
     xs, dys = inputs
     cols = _patches(xs, k).reshape(-1, k * k * cin)
-    return dk + cols.T.astype(f32) @ dys.reshape(-1, cout).astype(f32), None
+    # Sums in float32 from 16-bit patches, without float32 copies of them.
+    part = jax.lax.dot_general(
+        cols, dys.reshape(-1, cout), (((0,), (0,)), ((), ())),
+        preferred_element_type=f32)
+    return dk + part, None
 
   split = lambda v: v.reshape(slices, n // slices, *v.shape[1:])
   dk, _ = jax.lax.scan(
@@ -196,16 +204,14 @@ def _conv_gemm_grad_bwd(res, dy):
 _conv_gemm_grad.defvjp(_conv_gemm_grad_fwd, _conv_gemm_grad_bwd)
 
 
-def conv2d(x, kernel, impl='lax'):
+def conv2d(x, kernel):
   """SAME convolution with stride 1. kernel: [k, k, cin, cout], k odd."""
-  k, _, cin, cout = kernel.shape
-  if k % 2 == 0:
-    raise ValueError(f'Convolution kernels must have an odd size, got {k}.')
-  if impl == 'lax':
+  if kernel.shape[0] % 2 == 0:
+    raise ValueError(
+        f'Convolution kernels must have an odd size, got {kernel.shape[0]}.')
+  if jax.default_backend() == 'cpu':
     return _conv_gemm_grad(x, kernel)
-  if impl == 'matmul':
-    return _patches(x, k) @ kernel.reshape(k * k * cin, cout)
-  raise ValueError(f"Unknown conv impl '{impl}', use lax or matmul")
+  return _lax_conv(x, kernel)
 
 
 def upsample_kernel(kernel):
@@ -226,11 +232,11 @@ def upsample_kernel(kernel):
   return merged.reshape(3, 3, cin, 4 * cout)
 
 
-def upsample_conv2d(x, kernel, impl='lax'):
+def upsample_conv2d(x, kernel):
   """Equals conv2d(nearest_upsample_2x(x), kernel) for SAME padding."""
   n, h, w, _ = x.shape
   cout = kernel.shape[-1]
-  y = conv2d(x, upsample_kernel(kernel).astype(x.dtype), impl)
+  y = conv2d(x, upsample_kernel(kernel).astype(x.dtype))
   y = y.reshape(n, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
   return y.reshape(n, 2 * h, 2 * w, cout)
 
@@ -254,7 +260,7 @@ def space_to_depth_kernel(kernel):
   return merged.reshape(3, 3, 4 * cin, 4 * cout)
 
 
-def conv2d_maxpool2(x, kernel, impl='lax'):
+def conv2d_maxpool2(x, kernel):
   """Equals maxpool2(conv2d(x, kernel)): a 3x3 convolution on the 2x2
   space-to-depth input computes all four output phases at half resolution,
   and the pool is a max over the phases. Few-channel convolutions become 4x
@@ -263,7 +269,7 @@ def conv2d_maxpool2(x, kernel, impl='lax'):
   cout = kernel.shape[-1]
   x = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
   x = x.reshape(n, h // 2, w // 2, 4 * c)
-  y = conv2d(x, space_to_depth_kernel(kernel).astype(x.dtype), impl)
+  y = conv2d(x, space_to_depth_kernel(kernel).astype(x.dtype))
   return y.reshape(n, h // 2, w // 2, 4, cout).max(3)
 
 
@@ -286,7 +292,6 @@ class Conv2D(nj.Module):
   upsample: bool = False
   pool: bool = False
   bias: bool = True
-  impl: str = 'lax'
   fast: bool = True
   outscale: float = 1.0
 
@@ -298,15 +303,15 @@ class Conv2D(nj.Module):
     x = x.astype(COMPUTE_DTYPE)
     kernel = kernel.astype(COMPUTE_DTYPE)
     if self.upsample and self.fast:
-      x = upsample_conv2d(x, kernel, self.impl)
+      x = upsample_conv2d(x, kernel)
     elif self.upsample:
-      x = conv2d(upsample(x), kernel, self.impl)
+      x = conv2d(upsample(x), kernel)
     elif self.pool and self.fast:
-      x = conv2d_maxpool2(x, kernel, self.impl)
+      x = conv2d_maxpool2(x, kernel)
     elif self.pool:
-      x = maxpool2(conv2d(x, kernel, self.impl))
+      x = maxpool2(conv2d(x, kernel))
     else:
-      x = conv2d(x, kernel, self.impl)
+      x = conv2d(x, kernel)
     if self.bias:  # Per-channel bias commutes with the max-pool.
       x = x + self.value('bias', jnp.zeros, self.depth, f32).astype(x.dtype)
     return x
