@@ -129,6 +129,13 @@ def check_values(config):
       raise ConfigError(
           f"Unknown agent.{head}.layout '{layout}': choose from "
           f"{', '.join(TWOHOT_LAYOUTS)}")
+  from embodied.jax import COMPUTE_DTYPES, PLATFORMS
+  for key, choices in (('compute_dtype', COMPUTE_DTYPES),
+                       ('platform', PLATFORMS)):
+    if config.jax[key] not in choices:
+      raise ConfigError(
+          f"Unknown jax.{key} '{config.jax[key]}': choose from "
+          f"{', '.join(choices)}")
   from dreamerv3 import extensions
   error = extensions.check(config)
   if error:

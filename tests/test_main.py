@@ -260,6 +260,7 @@ BAD = {
     'int_inf': (['--batch_size', 'inf'], 'batch_size'),
     'devices': (['--jax.train_devices', '3'], 'jax.train_devices'),
     'replay_device': (['--replay.device', 'gpu'], 'replay.device'),
+    'compute_dtype': (['--jax.compute_dtype', 'float8'], 'jax.compute_dtype'),
 }
 
 

@@ -2,4 +2,4 @@
 jitted, sharded agent wrapper. Knows nothing of DreamerV3."""
 
 from . import functional, nets, opt, outs
-from .agent import Agent, PlatformError, setup
+from .agent import COMPUTE_DTYPES, PLATFORMS, Agent, PlatformError, setup

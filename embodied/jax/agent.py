@@ -32,6 +32,13 @@ class PlatformError(RuntimeError):
   pass
 
 
+# jax.compute_dtype: auto picks bfloat16 on accelerators, float32 on CPUs.
+# float16 is not offered: without loss scaling its 5-bit exponent
+# underflows small gradients.
+COMPUTE_DTYPES = ('auto', 'float32', 'bfloat16')
+PLATFORMS = ('auto', 'cpu', 'cuda', 'gpu', 'tpu')
+
+
 def setup(platform='auto', compute_dtype='auto', debug_nans=False,
           xla_flags='', cache_dir='', distributed=None):
   """Choose the JAX platform and compute dtype once per process. With a
