@@ -306,9 +306,8 @@ class Agent:
     all-gather per call; a single process gets its flags back."""
     if self.processes == 1:
       return tuple(bool(f) for f in flags)
-    from jax.experimental import multihost_utils
     local = np.array([bool(f) for f in flags], np.int32)
-    everyone = np.asarray(multihost_utils.process_allgather(local))
+    everyone = hosts.allgather(local)
     return tuple(bool(x) for x in everyone.reshape(-1, len(flags)).any(0))
 
   def save(self):
@@ -336,9 +335,7 @@ class Agent:
     if self.processes > 1:
       # Each process may hold its own checkpoint; all continue from process
       # 0's so the replicas agree. Every process must call load().
-      from jax.experimental import multihost_utils
-      state = jax.tree.map(
-          np.asarray, multihost_utils.broadcast_one_to_all(state))
+      state = hosts.broadcast(state)
     self.state = self._replicate(state)
 
   def param_counts(self):
@@ -469,11 +466,10 @@ class Agent:
     (train, uncertainty): host inputs from process 0 and seeds from the
     shared stream, so the replicas stay equal; outputs as this process's
     local arrays, with its own rows of per-sequence outputs."""
-    from jax.experimental import multihost_utils
     def wrapped(state, data, *rest):
       *inputs, _ = rest
       if inputs and inputs[0]:
-        inputs = [multihost_utils.broadcast_one_to_all(inputs[0])]
+        inputs = [hosts.broadcast(inputs[0])]
       seed = np.asarray(self._shared_rng.integers(0, 2 ** 31, 2), np.uint32)
       out = fn(state, data, *inputs, seed)
       total = next(iter(data.values())).shape[0]

@@ -14,6 +14,8 @@ Invariants
 import dataclasses
 import re
 
+import numpy as np
+
 MODES = ('off', 'auto', 'slurm', 'manual')
 
 
@@ -144,9 +146,30 @@ def slurm_port(config, environ):
 
 def initialize(settings, timeout=300):
   """Start JAX's multi-process runtime (before any device use). On CPU the
-  processes reduce through gloo."""
+  processes reduce through gloo (JAX's default since 0.5.1; set where the
+  option still exists)."""
   import jax
-  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  option = 'jax_cpu_collectives_implementation'
+  if option in getattr(jax.config, 'values', {}):
+    jax.config.update(option, 'gloo')
   jax.distributed.initialize(
       settings.coordinator, settings.num_processes, settings.process_id,
       cluster_detection_method='deactivate', initialization_timeout=timeout)
+
+
+# Collectives between the processes of a job on host values. JAX keeps them
+# in jax.experimental (outside its API compatibility policy): this is the
+# one place that imports them.
+
+
+def allgather(value):
+  """[...] NumPy value of this process -> [processes, ...] of all."""
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(value))
+
+
+def broadcast(tree):
+  """Process 0's tree of NumPy values, on every process."""
+  import jax
+  from jax.experimental import multihost_utils
+  return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(tree))
