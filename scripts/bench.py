@@ -9,7 +9,9 @@ config and task. Prints figures; asserts nothing about time.
 Options (besides any config override): --bench.updates N (timed train
 steps), --bench.env_steps N (timed env steps), --bench.flops True|False
 (count FLOPs with XLA's cost analysis on a second compile whose scans are
-unrolled, since XLA counts a loop body only once).
+unrolled, since XLA counts a loop body only once), --bench.datapaths
+True|False (also time the same compiled train step with run.prefetch on and
+off and replay.device host and accelerator).
 """
 
 import functools
@@ -30,7 +32,8 @@ from scripts import timing  # noqa: E402
 from scripts.timing import time_calls  # noqa: E402
 import embodied  # noqa: E402
 
-BENCH = {'updates': 10, 'env_steps': 2000, 'flops': True, 'warmup': 2}
+BENCH = {'updates': 10, 'env_steps': 2000, 'flops': True, 'warmup': 2,
+         'datapaths': False}
 
 
 def split_args(argv):
@@ -39,6 +42,41 @@ def split_args(argv):
 
 def peak_rss_gb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def peak_device_gb():
+  """Peak memory in use on the first device, where JAX reports it (GPUs;
+  None on CPUs)."""
+  import jax
+  stats = jax.local_devices()[0].memory_stats() or {}
+  peak = stats.get('peak_bytes_in_use')
+  return None if peak is None else peak / 1024 ** 3
+
+
+def time_learner(agent, replay, config, bench, prefetch):
+  """(seconds, CPU seconds) per update and the learner's wait fraction."""
+  from embodied.run.common import Learner
+  learner = Learner(agent, replay, config.batch_size, prefetch=prefetch)
+  # Replay on the accelerator compiles its upload for the first few sizes
+  # of written-back steps: warm up past them.
+  for _ in range(max(4, bench['warmup'])):
+    learner()
+  learner.stats()
+  dt, cpu = time_calls(learner, bench['updates'])
+  learner.flush()
+  return dt, cpu, learner.stats()['learner/wait_frac']
+
+
+def fill(config, replay, steps):
+  fns = [functools.partial(dmain.make_env, config, i)
+         for i in range(config.run.envs)]
+  driver = embodied.Driver(fns, parallel=config.run.parallel_envs)
+  driver.on_step(replay.add)
+  env = fns[0]()
+  policy = functools.partial(random_policy, env.act_space)
+  env.close()
+  driver(policy, steps=steps)
+  driver.close()
 
 
 def random_policy(act_space, carry, obs):
@@ -110,6 +148,22 @@ def main(argv=None):
   results['cores_busy'] = cpu / dt
   results["replayed_steps_per_s"] = config.batch_size * config.batch_length / dt
   results['peak_rss_gb'] = peak_rss_gb()
+  results['peak_device_gb'] = peak_device_gb()
+
+  if bench['datapaths']:
+    # The same compiled step fed four ways: prefetching or not, replay on
+    # the host or on the accelerator.
+    for device in ('host', 'accelerator'):
+      other = config.update({'replay.device': device})
+      data = dmain.make_replay(other, 'replay', directory=False)
+      fill(other, data, bench['env_steps'])
+      for prefetch in (True, False):
+        dt, _, wait = time_learner(agent, data, config, bench, prefetch)
+        name = f'{"prefetch" if prefetch else "sync"}_{device}'
+        results[f'updates_per_s[{name}]'] = 1 / dt
+        results[f'wait_frac[{name}]'] = wait
+    results['peak_device_gb'] = peak_device_gb()
+
   counts = agent.compile_counts()
   results['recompiles'] = {k: v for k, v in counts.items() if v > 1} or 'none'
 

@@ -1,0 +1,267 @@
+"""The prepared GPU check: versions and devices, the GPU-relevant tests,
+train throughput in bfloat16 and float32, and a short Atari100k learning
+curve over the published one, in one command within a time budget.
+
+On a machine with the package registry, once per checkout (wheels for the
+GPU machine's Python 3.12 and the published curve, into .gpu/, which git
+ignores):
+  python scripts/gpu_check.py --prepare
+On the GPU machine (the device tool: command `python3 scripts/gpu_check.py
+--out $OUT`, carry ['.gpu'], timeout_s 600):
+  python3 scripts/gpu_check.py --out OUT [--budget 540]
+The CPU dry run of every stage with tiny sizes (part of the test suite):
+  python scripts/gpu_check.py --cpu --out /tmp/gpu_dry --budget 240
+
+Writes to OUT: summary.md (versions, devices and every figure), tests.log,
+bench.log, train.log, scores.txt and curve.png. Stages run in order of
+value (throughput, tests, curve); each gets at most its cap and what is
+left of the budget, a failing stage is recorded and the next one runs.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PREPARED = ROOT / '.gpu'
+BASELINE = 'atari100k-dreamerv3.json.gz'
+# What the GPU machine lacks (it has jax, optax, numpy, pillow, matplotlib,
+# pytest, cloudpickle, msgpack, psutil): our pure-Python dependencies and
+# the Atari emulator.
+WHEELS = ('ninjax==3.6.3', 'elements==3.22.4', 'portal==3.8.3',
+          'ruamel.yaml==0.19.1', 'gymnasium==1.4.0',
+          'farama-notifications==0.0.4', 'ale-py==0.12.1')
+PLATFORMS = ('manylinux_2_28_x86_64', 'manylinux_2_27_x86_64',
+             'manylinux_2_17_x86_64', 'manylinux2014_x86_64',
+             'manylinux1_x86_64')
+TESTS = ['tests/test_bfloat16.py', 'tests/test_numerics.py',
+         'tests/test_device_replay.py', 'tests/test_agent.py']
+
+# Stage sizes on the GPU and in the CPU dry run.
+GPU = dict(
+    bench=['--configs', 'atari100k', 'size12m', '--bench.updates', '20',
+           '--bench.env_steps', '4000', '--bench.flops', 'False'],
+    train=['--configs', 'atari100k', 'size12m'],
+    tests=TESTS, caps=dict(bench16=170, bench32=100, tests=150),
+    min_train=60, stop=None)
+CPU = dict(
+    bench=['--configs', 'debug', '--task', 'dummy_vector', '--bench.updates',
+           '2', '--bench.env_steps', '200', '--bench.flops', 'False',
+           '--bench.warmup', '2'],
+    train=['--configs', 'atari100k', 'debug', '--env.size', '16,16',
+           '--run.train_ratio', '32', '--agent.enc.mults', '2,2',
+           '--agent.dec.mults', '2,2', '--env.atari100k.max_frames', '100'],
+    tests=['tests/test_numerics.py', '-k', 'lambda_return_vs_loop'],
+    caps=dict(bench16=90, bench32=0, tests=60), min_train=60,
+    # A fixed length: the dry run checks the stage, not a duration.
+    stop=['--run.steps', '300'])
+
+
+def prepare():
+  """Downloads the wheels and copies the published curve into .gpu/."""
+  wheels = PREPARED / 'wheels'
+  wheels.mkdir(parents=True, exist_ok=True)
+  cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps',
+         '--only-binary=:all:', '--python-version', '3.12',
+         '--implementation', 'cp', '-d', str(wheels)]
+  for platform in PLATFORMS:
+    cmd += ['--platform', platform]
+  subprocess.run(cmd + list(WHEELS), check=True)
+  baseline = ROOT.parent / 'shared' / 'baselines' / BASELINE
+  if baseline.exists():
+    shutil.copy(baseline, PREPARED / BASELINE)
+  exclude = ROOT / '.git' / 'info' / 'exclude'
+  if exclude.parent.exists() and '/.gpu/' not in (
+      exclude.read_text() if exclude.exists() else ''):
+    with exclude.open('a') as f:
+      f.write('/.gpu/\n')
+  size = sum(p.stat().st_size for p in PREPARED.rglob('*') if p.is_file())
+  print(f'Prepared {PREPARED} ({size / 2 ** 20:.1f} MiB): carry .gpu')
+
+
+# Modules of the wheels above.
+MODULES = ('ninjax', 'elements', 'portal', 'ruamel.yaml', 'gymnasium',
+           'ale_py')
+
+
+def install_wheels(env):
+  """Installs the carried wheels into a private folder on PYTHONPATH,
+  where any of their modules is missing."""
+  import importlib.util
+  missing = [m for m in MODULES if importlib.util.find_spec(m) is None]
+  if not missing:
+    return 'all dependencies installed'
+  wheels = sorted((PREPARED / 'wheels').glob('*.whl'))
+  if not wheels:
+    return f'missing {", ".join(missing)} and no carried wheels'
+  target = pathlib.Path('/tmp/dreamer_site')
+  subprocess.run(
+      [sys.executable, '-m', 'pip', 'install', '-q', '--no-index',
+       '--no-deps', '--no-compile', '--upgrade', '--target', str(target)] +
+      [str(w) for w in wheels], check=True)
+  env['PYTHONPATH'] = os.pathsep.join(
+      [str(target), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
+  return f'installed {len(wheels)} wheels into {target}'
+
+
+class Budget:
+
+  def __init__(self, seconds):
+    self.end = time.time() + seconds
+
+  def left(self):
+    return max(0.0, self.end - time.time())
+
+
+def run(cmd, log, timeout, env):
+  """Runs cmd with its output appended to log; returns (exit code or
+  'timeout', seconds, output)."""
+  start = time.time()
+  with open(log, 'a') as f:
+    f.write(f'\n$ {" ".join(cmd)}\n')
+    f.flush()
+    try:
+      proc = subprocess.run(
+          cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT, text=True, timeout=max(1, timeout))
+      output, code = proc.stdout, proc.returncode
+    except subprocess.TimeoutExpired as e:
+      output = e.stdout or ''
+      output = output.decode() if isinstance(output, bytes) else output
+      code = 'timeout'
+    f.write(output)
+  return code, time.time() - start, output
+
+
+def versions(env):
+  code = ('import sys, jax, jaxlib, numpy; '
+          'from importlib import metadata; '
+          'print("python", sys.version.split()[0]); '
+          'print("jax", jax.__version__, "jaxlib", jaxlib.__version__, '
+          '"numpy", numpy.__version__); '
+          '[print(d.metadata["Name"], d.version) for d in '
+          'metadata.distributions() if "jax-cuda" in d.metadata["Name"]]; '
+          'print("devices", jax.devices())')
+  out = subprocess.run([sys.executable, '-c', code], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+  lines = (out.stdout + out.stderr).strip().splitlines()
+  smi = shutil.which('nvidia-smi')
+  if smi:
+    gpu = subprocess.run([smi, '-L'], capture_output=True, text=True)
+    lines += gpu.stdout.strip().splitlines()
+  return lines
+
+
+def bench_results(output):
+  for line in output.splitlines():
+    if line.startswith('JSON '):
+      return json.loads(line[5:])
+  return None
+
+
+def fmt(value):
+  if isinstance(value, float):
+    return f'{value:,.3f}' if abs(value) < 100 else f'{value:,.1f}'
+  return str(value)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--out', default='')
+  parser.add_argument('--prepare', action='store_true')
+  parser.add_argument('--cpu', action='store_true',
+                      help='dry run of every stage on the CPU, tiny sizes')
+  parser.add_argument('--budget', type=float, default=540,
+                      help='seconds for all stages together')
+  args = parser.parse_args(argv)
+  if args.prepare:
+    prepare()
+    return 0
+  if not args.out:
+    parser.error('--out is required')
+  budget = Budget(args.budget)
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  sizes = CPU if args.cpu else GPU
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  if args.cpu:
+    env['JAX_PLATFORMS'] = 'cpu'
+  summary = ['# GPU check', '', f'Started {time.strftime("%Y-%m-%d %H:%M")}'
+             f' UTC, budget {args.budget:.0f} s, '
+             f'{"CPU dry run" if args.cpu else "GPU"}.', '']
+  summary += ['## Versions and devices', '', '```',
+              install_wheels(env), *versions(env), '```', '']
+  platform = ['--jax.platform', 'cpu'] if args.cpu else []
+  py = sys.executable
+
+  # Throughput: bfloat16 with the four data paths, then float32.
+  rows = []
+  for name, dtype, extra in (
+      ('bench16', 'bfloat16', ['--bench.datapaths', 'True']),
+      ('bench32', 'float32', [])):
+    if not sizes['caps'][name]:  # The dry run skips the float32 repeat.
+      continue
+    cmd = [py, 'scripts/bench.py', *sizes['bench'], *platform,
+           '--jax.compute_dtype', dtype, *extra]
+    code, secs, output = run(cmd, out / 'bench.log',
+                             min(sizes['caps'][name], budget.left()), env)
+    rows.append((dtype, code, secs, bench_results(output)))
+  summary += ['## Train throughput', '',
+              f'`scripts/bench.py {" ".join(sizes["bench"])}`, bfloat16 '
+              'and float32 (bench.log).', '']
+  keys = []
+  for _, _, _, res in rows:
+    keys += [k for k in (res or {}) if k not in keys]
+  summary.append('| figure | ' + ' | '.join(r[0] for r in rows) + ' |')
+  summary.append('|---|' + '---|' * len(rows))
+  summary.append('| exit | ' + ' | '.join(
+      f'{r[1]} ({r[2]:.0f} s)' for r in rows) + ' |')
+  for key in keys:
+    summary.append(f'| {key} | ' + ' | '.join(
+        fmt((r[3] or {}).get(key, '')) for r in rows) + ' |')
+  summary.append('')
+
+  # The GPU-relevant tests.
+  cmd = [py, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', *sizes['tests']]
+  code, secs, output = run(cmd, out / 'tests.log',
+                           min(sizes['caps']['tests'], budget.left()), env)
+  last = (output.strip().splitlines() or ['(no output)'])[-1]
+  summary += ['## Tests', '', f'`pytest {" ".join(sizes["tests"])}`: exit '
+              f'{code} after {secs:.0f} s: {last} (tests.log)', '']
+
+  # A training run for what is left, then its curve over the published one.
+  logdir = pathlib.Path(tempfile.mkdtemp(prefix='gpu_check_run_'))
+  seconds = max(sizes['min_train'], int(budget.left() - 45))
+  stop = sizes['stop'] or ['--run.duration', str(seconds)]
+  cmd = [py, 'dreamerv3/main.py', *sizes['train'], *platform,
+         '--logdir', str(logdir), *stop,
+         '--run.log_every', '30', '--logger.outputs', 'terminal,jsonl',
+         '--jax.cache_dir', '']
+  code, secs, _ = run(cmd, out / 'train.log', seconds + 60, env)
+  baseline = PREPARED / BASELINE
+  cmd = [py, 'scripts/scores.py', str(logdir), '--plot',
+         str(out / 'curve.png')]
+  if baseline.exists():
+    cmd += ['--baseline', str(baseline)]
+  _, _, scores = run(cmd, out / 'scores.txt', 60, env)
+  summary += ['## Learning curve', '',
+              f'`dreamerv3/main.py {" ".join(sizes["train"] + stop)}`: exit '
+              f'{code} after {secs:.0f} s (train.log); '
+              'curve.png and scores.txt against '
+              f'{BASELINE if baseline.exists() else "no published curve"}.',
+              '', '```', *scores.strip().splitlines()[-15:], '```', '']
+  if args.cpu:
+    shutil.rmtree(logdir, ignore_errors=True)
+  (out / 'summary.md').write_text('\n'.join(summary))
+  print('\n'.join(summary))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
