@@ -1,16 +1,12 @@
 """The DreamerV3 agent: world model, actor and critic trained in imagination.
 
-Extensions (dreamerv3/extensions.py, one module each: masking, intrinsic)
-fill named seams: per-pixel image loss weights, extra world-model losses and
-their trainable modules, the reward of imagined rollouts (given imagined
-states and actions), multipliers of the agent's own loss terms, and host
-state fed into the jitted train step as `inputs`. With every extension
-disabled, the loss, parameters and random draws are those of the plain
-agent.
-
-Priority signals: train() returns outs['priority'] ([B, T]) chosen by
-config.priosignal from the per-step losses of the same forward pass; replay
-hands it to its sampler.
+Extensions (dreamerv3/extensions.py, one module each) fill named seams:
+per-pixel image loss weights, extra world-model losses and their trainable
+modules, the reward of imagined rollouts (given imagined states and
+actions), multipliers of the agent's own loss terms, the per-step replay
+priority signal, and host state fed into the jitted train step as
+`inputs`. With every extension disabled, the loss, parameters and random
+draws are those of the plain agent.
 """
 
 import elements
@@ -28,8 +24,6 @@ from . import extensions, rssm
 
 f32 = jnp.float32
 sg = jax.lax.stop_gradient
-PRIO_SIGNALS = ('none', 'uncertainty', 'model', 'recon', 'value')
-IMAGE_DISTS = ('mse', 'bernoulli')
 # Config keys that shape parameters or their meaning: a logdir trained with
 # other values cannot resume. Each maps to what the key meant when missing
 # from an older logdir's config (None: such a logdir is not compared on it).
@@ -39,6 +33,64 @@ STRUCTURAL = (
     (r'agent\.(enc|dec|dyn|rewhead|conhead|policy|value)\..*', None),
     (r'replay_context', None),
 )
+
+# Config checks (dreamerv3/validate.py) of the agent's keys.
+RANGES = (
+    (r'agent\.imag_length', 'int', 1, None),
+    (r'agent\.imag_last|agent\.opt\.warmup', 'int', 0, None),
+    (r'agent\.horizon', 'number', 1, None),
+    (r'agent\.(lam|slow_rate)|agent\.retnorm\.(rate|perclo|perchi)',
+     'number', 0, 1),
+    (r'agent\.opt\.beta[12]', 'number', 0, 0.999999),
+    (r'agent\.\w+\.(units|depth|kernel)', 'int', 1, None),
+    (r'agent\.dyn\.(deter|hidden|stoch|classes|blocks)', 'int', 1, None),
+    (r'agent\.\w+\.(layers|imglayers|obslayers|dynlayers)', 'int', 0, None),
+    (r'agent\.\w+\.bins', 'int', 2, None),
+    (r'agent\.\w+\.unimix', 'number', 0, 1),
+    (r'agent\.policy\.(minstd|maxstd)', 'number', 1e-6, None),
+)
+CHOICES = {
+    'agent.dec.image_dist': ('mse', 'bernoulli'),
+    'agent.rewhead.layout': outs.TWOHOT_LAYOUTS,
+    'agent.value.layout': outs.TWOHOT_LAYOUTS,
+    'agent.rewhead.kind': ('twohot',),
+    'agent.value.kind': ('twohot',),
+    'agent.conhead.kind': ('binary',),
+}
+NETS = ('enc', 'dec', 'dyn', 'rewhead', 'conhead', 'policy', 'value')
+
+
+def check(config):
+  c = config.agent
+  for net in NETS:
+    if c[net].act not in nets.ACTS:
+      return (f"Unknown agent.{net}.act '{c[net].act}': choose from "
+              f"{', '.join(nets.ACTS)}")
+    if c[net].norm not in nets.NORMS:
+      return (f"Unknown agent.{net}.norm '{c[net].norm}': choose from "
+              f"{', '.join(nets.NORMS)}")
+  if c.dyn.deter % c.dyn.blocks:
+    return (f'agent.dyn.deter ({c.dyn.deter}) must be divisible by '
+            f'agent.dyn.blocks ({c.dyn.blocks})')
+  if c.policy.maxstd < c.policy.minstd:
+    return (f'agent.policy.maxstd ({c.policy.maxstd}) must be at least '
+            f'agent.policy.minstd ({c.policy.minstd})')
+  if c.retnorm.perclo >= c.retnorm.perchi:
+    return (f'agent.retnorm.perclo ({c.retnorm.perclo}) must be below '
+            f'agent.retnorm.perchi ({c.retnorm.perchi})')
+  return None
+
+
+def check_spaces(config, obs_space):
+  for key in rssm.image_keys(obs_space):
+    height, width = obs_space[key].shape[:2]
+    for net in ('enc', 'dec'):
+      stages = len(config.agent[net].mults)
+      if height % 2 ** stages or width % 2 ** stages:
+        return (f"The image '{key}' is {height}x{width} but agent.{net}.mults "
+                f'has {stages} stages, which halve it {stages} times: choose '
+                f'env.size divisible by {2 ** stages} or fewer stages.')
+  return None
 
 
 class Head(nj.Module):
@@ -59,9 +111,23 @@ class Head(nj.Module):
   def __init__(self, space=None):
     self.space = space
 
-  def __call__(self, feat, skip_first=False):
-    x = self.sub('mlp', nets.MLP, layers=self.layers, units=self.units, act=self.act,
-                 norm=self.norm)(feat, skip_first)
+  def __call__(self, feat):
+    return self._dist(self._mlp()(feat))
+
+  def first_linear(self, din):
+    """(kernel [din, units], bias) of the head's first linear layer, for
+    callers that compute that layer in a factored form."""
+    return self._mlp().first_linear(din)
+
+  def from_first_linear(self, pre):
+    """The output distribution given the first linear layer's output."""
+    return self._dist(self._mlp().after_first_linear(pre))
+
+  def _mlp(self):
+    return self.sub('mlp', nets.MLP, layers=self.layers, units=self.units,
+                    act=self.act, norm=self.norm)
+
+  def _dist(self, x):
     if self.kind == 'twohot':
       logits = self.sub('out', nets.Linear, units=self.bins,
                         outscale=self.outscale)(x)
@@ -142,7 +208,7 @@ class Dreamer(nj.Module):
     self.slowval = Head(**c.value, name='slowval')
     self.retnorm = Normalize(**c.retnorm, name='retnorm')
     # Extensions first: the optimizer trains their modules too.
-    self.exts = extensions.install(self, c)
+    self.exts = extensions.install(self, c.extensions, c.ext)
     self.opt = Optimizer(
         [self.enc, self.dyn, self.dec, self.rew, self.con, self.pol,
          self.val] + [m for e in self.exts for m in e.modules],
@@ -318,18 +384,19 @@ class Dreamer(nj.Module):
     if K:
       outs_['replay'] = {
           'stepid': data['stepid'][:, K:], **self._compact_latents(entries)}
-    if c.priosignal != 'none':
-      signals = {
-          'uncertainty': lambda: kl['dyn_raw'],
-          'model': lambda: kl['dyn_raw'] + kl['rep_raw'],
-          'recon': lambda: losses['rec'],
-          # Known for all but the last step; it repeats the one before.
-          'value': lambda: _pad_last(jnp.abs(rdist.pred() - rret))}
-      value = sg(signals[c.priosignal]()).astype(f32)
-      # Signals cover the last value.shape[1] steps (L for 'value').
-      outs_['priority'] = {
-          'stepid': data['stepid'][:, K + T - value.shape[1]:],
-          'value': value}
+    # Per-step quantities for the priority seam ([B, T], value_error [B, L]:
+    # known for all but the last step, which repeats the one before).
+    signals = {'dyn_kl': kl['dyn_raw'], 'rep_kl': kl['rep_raw'],
+               'recon': losses['rec'],
+               'value_error': _pad_last(jnp.abs(rdist.pred() - rret))}
+    for ext in self.exts:
+      value = ext.priority(signals)
+      if value is not None:
+        # A signal covers the last value.shape[1] trained steps.
+        outs_['priority'] = {
+            'stepid': data['stepid'][:, K + T - value.shape[1]:],
+            'value': value}
+        break
     return total, (outs_, metrics)
 
   def _world_model_loss(self, obs, entries, feat):

@@ -1,29 +1,38 @@
 """The extension interface of the agent: one module per extension.
 
-An extension module (listed in MODULES) declares, in one place:
+Built-in extensions are listed in BUILTIN; more modules plug in without
+editing any file with `--extensions NAME_OR_PATH[,...]` (an importable
+module name or the path of a .py file). An extension module declares, in
+one place:
+  CONFIG            the config paths it reads (whole sub-trees, e.g.
+                    ('dynamics',)); install() gets a config holding just
+                    these, under the same paths
+  DEFAULTS          (optional) {top-level key: defaults} of new config keys
+                    it adds; built-in extensions keep theirs in configs.yaml
+  RANGES, CHOICES, check(config), check_spaces(config, obs_space)
+                    its config checks, run before the logdir is touched (see
+                    dreamerv3/validate.py)
   STRUCTURAL        (pattern, legacy) pairs of its config keys that shape
                     parameters: a logdir trained with other values cannot
                     resume; `legacy` is what a key missing from an older
-                    logdir's config meant (None: such a logdir is not
-                    compared on it). main.structural_keys collects them.
-  check(config)     checks on the full config, run by main before the logdir
-                    is touched; returns an error message naming the key, or
-                    None.
+                    logdir's config meant (None: not compared then)
   install(agent, config) -> Extension or None
                     called by Dreamer.__init__ (before its optimizer is
-                    built) with the agent's sub-config; None when the
-                    extension is disabled, so a disabled extension adds no
-                    parameters, no loss terms and no operations.
+                    built); None when the extension is disabled, so a
+                    disabled extension adds no parameters, no loss terms and
+                    no operations.
 
 An Extension object fills any of the seams below; the defaults leave the
-plain agent unchanged. Extensions apply in the order of MODULES.
+plain agent unchanged. Extensions apply in the order of BUILTIN, then of
+--extensions.
   name              prefix of its metrics and key of its host inputs
   modules           trainable ninjax modules; the agent's optimizer trains
                     them together with the agent's own networks
   loss_scales       {loss name: scale} of the terms losses() returns
   host              HostState or None: per-run state kept on the host (a
                     schedule) whose inputs() enter the jitted train step as
-                    input arrays, so new values never recompile
+                    input arrays, so new values never recompile; the run
+                    loop feeds it env steps and checkpoints it
   recon_weights(obs) -> ({image key: per-pixel weights}, metrics) or None
   losses(obs, entries, feat, prevact, inputs) -> (losses, metrics): extra
                     world-model terms on the replayed posterior sequence
@@ -32,39 +41,90 @@ plain agent unchanged. Extensions apply in the order of MODULES.
                     states, the actions taken and the reward so far (the
                     reward head's prediction, or the previous extension's)
   loss_weights(inputs) -> {agent loss name: multiplier}
+  priority(signals) -> [B, T'] per-step replay priority signal of the last
+                    T' trained steps, or None; `signals` holds the train
+                    step's per-step quantities (Dreamer.loss)
   after_train()     after each optimizer step (e.g. EMA copies)
 `inputs` is the extension's own dict from host.inputs(), as traced arrays.
 """
 
 import importlib
+import importlib.util
+import os
+import sys
 
-# Extension modules, in the order their seams apply.
-MODULES = ('dreamerv3.masking', 'dreamerv3.intrinsic')
+import elements
+
+# Built-in extension modules, in the order their seams apply.
+BUILTIN = ('dreamerv3.masking', 'dreamerv3.intrinsic', 'dreamerv3.priority')
 
 
-def modules():
-  return [importlib.import_module(name) for name in MODULES]
+def specs(config=None):
+  """The extension modules of a config: the built-ins, then the config's
+  comma-separated `extensions`."""
+  extra = config.get('extensions', '') if config is not None else ''
+  return BUILTIN + tuple(s.strip() for s in extra.split(',') if s.strip())
 
 
-def structural():
+def load(spec):
+  """An extension module by import name or by the path of a .py file."""
+  if not spec.endswith('.py'):
+    return importlib.import_module(spec)
+  path = os.path.abspath(os.path.expanduser(spec))
+  name = 'dreamer_extension_' + short(path)
+  if name not in sys.modules:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'No extension module at {path}')
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+  return sys.modules[name]
+
+
+def short(spec):
+  """The key of an extension's config view: its module's last name."""
+  base = os.path.basename(spec)
+  return base[:-3] if base.endswith('.py') else base.rsplit('.', 1)[-1]
+
+
+def modules(config=None):
+  return [load(spec) for spec in specs(config)]
+
+
+def structural(config=None):
   """The STRUCTURAL rules of all extension modules."""
-  return tuple(rule for module in modules()
+  return tuple(rule for module in modules(config)
                for rule in getattr(module, 'STRUCTURAL', ()))
 
 
-def check(config):
-  """The first error message of the extension modules' checks, or None."""
-  for module in modules():
-    error = module.check(config)
-    if error:
-      return error
-  return None
+def views(config):
+  """{short name: the config paths the extension reads (its CONFIG)}."""
+  out = {}
+  for spec, module in zip(specs(config), modules(config)):
+    tree = {}
+    for path in getattr(module, 'CONFIG', ()):
+      *parents, leaf = path.split('.')
+      node = tree
+      for part in parents:
+        node = node.setdefault(part, {})
+      value = config[path]
+      node[leaf] = dict(value) if isinstance(value, elements.Config) else value
+    out[short(spec)] = tree
+  return out
 
 
-def install(agent, config):
+def install(agent, specs_, views_):
   """The enabled extensions of the agent, in order."""
-  exts = [module.install(agent, config) for module in modules()]
-  return [ext for ext in exts if ext is not None]
+  exts = []
+  for spec in specs_:
+    # elements.Config drops empty sub-trees: no CONFIG, no view.
+    name = short(spec)
+    view = views_[name] if name in views_ else elements.Config({})
+    ext = load(spec).install(agent, view)
+    if ext is not None:
+      exts.append(ext)
+  return exts
 
 
 class Extension:
@@ -86,6 +146,9 @@ class Extension:
 
   def loss_weights(self, inputs):
     return {}
+
+  def priority(self, signals):
+    return None
 
   def after_train(self):
     pass

@@ -87,7 +87,6 @@ draws are the plain agent's.
 
 import collections
 import math
-import re
 
 import jax
 import jax.numpy as jnp
@@ -106,14 +105,28 @@ LEARN = ('joint_mlp', 'ema', 'perturbed_starts')
 EXPLORATION = ('reward_variance', 'state_disagreement')
 REWARDS = ('disagreement', 'prediction_error', 'max_disagreement')
 SCHEDULES = ('constant', 'exp_decay', 'slope_ema')
+CONFIG = ('agent.use_intrinsic', 'agent.intrinsic')
+RANGES = (
+    (r'agent\.intrinsic\.ensemble_size', 'int', 2, None),
+    (r'agent\.intrinsic\.window', 'int', 2, None),
+    (r'agent\.intrinsic\.lambda_(start|end|min|max)', 'number', 0, 1),
+    (r'agent\.intrinsic\.(ema_alpha|scale_rate|ema_rate_min|ema_rate_max)',
+     'number', 1e-9, 1),
+    (r'agent\.intrinsic\.(decay_steps|temperature)', 'number', 1e-9, None),
+    (r'agent\.intrinsic\.(units|layers)', 'int', 1, None),
+)
+CHOICES = {
+    'agent.intrinsic.learn_strategy': LEARN,
+    'agent.intrinsic.exploration_type': EXPLORATION,
+    'agent.intrinsic.reward_type': REWARDS,
+    'agent.intrinsic.scheduling_strategy': SCHEDULES,
+}
 # Keys that shape the extension's state. Logdirs written before the keys
 # existed had no intrinsic modules.
 STRUCTURAL = (
     (r'agent\.use_intrinsic', False),
     (r'agent\.intrinsic\.(ensemble_size|learn_strategy|units|layers)', None),
 )
-# Parameters of the RSSM's deterministic core (RSSM._core), relative to it.
-CORE = r'(indeter|instoch|inact|dyn\d+|gates)(norm)?/\w+'
 
 
 def bonus(x, ref, reward_type):
@@ -302,7 +315,7 @@ class Intrinsic(nj.Module, Extension):
           action.astype(f32)], -1)
       return deter.astype(f32)[None] + self.members(x).astype(f32)
     if self.learn_strategy == 'ema':
-      core = nj.pure(self.dyn._core, nested=True)
+      core = nj.pure(self.dyn.core, nested=True)
       params = self._ema_params()
       return jax.vmap(lambda p: core(p, deter, stoch, action)[1])(params)
     if self.learn_strategy == 'perturbed_starts':
@@ -310,7 +323,7 @@ class Intrinsic(nj.Module, Extension):
           nj.seed(), (K, *deter.shape), f32)
       tile = lambda x: jnp.broadcast_to(x[None], (K, *x.shape)).reshape(
           (K * N, *x.shape[1:]))
-      out = self.dyn._core(
+      out = self.dyn.core(
           (deter[None] + noise).reshape((K * N, -1)), tile(stoch),
           tile(action))
       return out.reshape((K, N, -1))
@@ -390,18 +403,16 @@ class Intrinsic(nj.Module, Extension):
         action.astype(f32)], -1)
     hidden = self.members.hidden(x)  # [K, N, units]
     kernel, bias = self.members.output()
-    ctx = nj.context()
-    first = f'{self.rew.path}/mlp/linear0'
-    w, b = ctx[f'{first}/kernel'], ctx[f'{first}/bias']
     cdt = nets.COMPUTE_DTYPE
     feat = self.dyn.feat({'deter': deter, 'stoch': stoch_next})
+    w, b = self.rew.first_linear(feat.shape[-1])
     shared = feat.astype(cdt) @ w.astype(cdt) + b.astype(cdt)  # As Linear.
     w_deter = w[:deter.shape[-1]].astype(f32)
     fused = jnp.einsum('kud,dr->kur', kernel.astype(f32), w_deter)
     offset = bias.astype(f32) @ w_deter  # [K, head units]
     pre = shared[None].astype(f32) + jnp.einsum(
         'knu,kur->knr', hidden, fused.astype(cdt)).astype(f32) + offset[:, None]
-    return self.rew(pre.astype(cdt), skip_first=True).pred().astype(f32)
+    return self.rew.from_first_linear(pre.astype(cdt)).pred().astype(f32)
 
   def loss_weights(self, inputs):
     return {'repval': inputs['lambda']}
@@ -411,7 +422,7 @@ class Intrinsic(nj.Module, Extension):
       return
     ctx = nj.context()
     rates = self._ema_rates()
-    for i, key in enumerate(self._core_keys()):
+    for i, key in enumerate(self.dyn.core_keys()):
       old = self.read(f'ema{i}')
       rate = rates.reshape((-1,) + (1,) * (old.ndim - 1))
       self.write(f'ema{i}', (1 - rate) * old + rate * ctx[key][None])
@@ -432,11 +443,6 @@ class Intrinsic(nj.Module, Extension):
     return self.scale * jnp.maximum(ext_mag / debias, self.scale_floor) / (
         jnp.maximum(bonus_mag / debias, 1e-8))
 
-  def _core_keys(self):
-    prefix = self.dyn.path + '/'
-    return sorted(k for k in nj.context() if k.startswith(prefix) and
-                  re.fullmatch(CORE, k[len(prefix):]))
-
   def _ema_rates(self):
     return jnp.exp(jnp.linspace(
         math.log(self.ema_rate_min), math.log(self.ema_rate_max),
@@ -446,21 +452,14 @@ class Intrinsic(nj.Module, Extension):
     """{core key: [K, ...]} the EMA copies, created as copies of the core."""
     ctx, K = nj.context(), self.ensemble_size
     params = {}
-    for i, key in enumerate(self._core_keys()):
+    for i, key in enumerate(self.dyn.core_keys()):
       params[key] = self.value(
           f'ema{i}', lambda k=key: jnp.repeat(ctx[k][None], K, 0))
     return params
 
 
 def check(config):
-  """Validates agent.intrinsic; returns an error message or None."""
   c = config.agent.intrinsic
-  for key, options in (
-      ('learn_strategy', LEARN), ('exploration_type', EXPLORATION),
-      ('reward_type', REWARDS), ('scheduling_strategy', SCHEDULES)):
-    if c[key] not in options:
-      return (f"Unknown agent.intrinsic.{key} '{c[key]}': choose from "
-              f"{', '.join(options)}")
   if c.lambda_min > c.lambda_max:
     return (f'agent.intrinsic.lambda_min ({c.lambda_min}) must be at most '
             f'agent.intrinsic.lambda_max ({c.lambda_max})')
@@ -477,7 +476,7 @@ def check(config):
 
 def install(agent, config):
   """The extension on the agent, or None when agent.use_intrinsic is off."""
-  if not config.use_intrinsic:
+  if not config.agent.use_intrinsic:
     return None
   return Intrinsic(agent.dyn, agent.rew, agent.act_space,
-                   **config.intrinsic, name='intrinsic')
+                   **config.agent.intrinsic, name='intrinsic')

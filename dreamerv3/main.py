@@ -20,11 +20,8 @@ import ruamel.yaml as yaml  # noqa: E402
 
 import embodied  # noqa: E402
 from dreamerv3 import validate  # noqa: E402
+from embodied.core import seeds  # noqa: E402
 from dreamerv3.validate import ConfigError  # noqa: E402
-
-SCRIPTS = ('train', 'train_eval', 'eval_only', 'parallel')
-# Where replay storage lives (embodied/jax/replay.py for accelerator).
-REPLAY_DEVICES = ('host', 'accelerator')
 
 # Keys outside the agent and the env suites that shape stored data, with
 # the meaning of a missing key in an older logdir (see structural_keys).
@@ -32,6 +29,28 @@ STRUCTURAL = (
     (r'task|env\.size', None),
     (r'replay\.chunksize|replay\.fracs\..*', None),
 )
+
+# Config checks (dreamerv3/validate.py) of the top-level and logger keys.
+RANGES = (
+    (r'seed', 'int', 0, 2 ** 31 - 1),
+    (r'batch_size|batch_length', 'int', 1, None),
+    (r'replay_context', 'int', 0, None),
+    (r'logger\.fps', 'number', 1e-9, None),
+)
+# Logger outputs and the package each one needs (None: always available).
+OUTPUTS = {'terminal': None, 'jsonl': None, 'videos': 'av', 'scope': 'scope',
+           'tensorboard': 'tensorboardX', 'wandb': 'wandb'}
+
+
+def check(config):
+  for output in config.logger.outputs:
+    if output not in OUTPUTS:
+      return (f"Unknown logger output '{output}' (logger.outputs): choose "
+              f"from {', '.join(OUTPUTS)}")
+    if OUTPUTS[output] and importlib.util.find_spec(OUTPUTS[output]) is None:
+      return (f"logger.outputs has '{output}' but {OUTPUTS[output]} is not "
+              f"installed: pip install {OUTPUTS[output]}")
+  return None
 
 
 def load_blocks(path=ROOT / 'configs.yaml'):
@@ -43,14 +62,14 @@ def parse(argv, blocks=None):
   that names the offending block, key or value."""
   blocks = blocks or load_blocks()
   parsed, other = elements.Flags(configs=['defaults']).parse_known(argv)
-  config = elements.Config(blocks['defaults'])
-  for name in parsed.configs:
-    if name == 'defaults':
-      continue
+  names = [name for name in parsed.configs if name != 'defaults']
+  for name in names:
     if name not in blocks:
       raise ConfigError(
           f"Unknown config block '{name}'. Available blocks: "
           f"{', '.join(k for k in blocks if k != 'defaults')}")
+  config = elements.Config(_with_extensions(blocks, names, other))
+  for name in names:
     try:
       _check_bools(config, blocks[name], name)
       config = config.update(blocks[name])
@@ -63,10 +82,36 @@ def parse(argv, blocks=None):
   except (OverflowError, AssertionError):
     # elements fails without naming the key, e.g. on inf for an integer.
     raise ConfigError(_bad_number(config, other)) from None
-  if config.script not in SCRIPTS:
-    raise ConfigError(
-        f"Unknown script '{config.script}', choose from {', '.join(SCRIPTS)}")
   return config
+
+
+def _with_extensions(blocks, names, argv):
+  """The defaults plus the new keys (DEFAULTS) of the extension modules
+  that --extensions or a block names."""
+  from dreamerv3 import extensions
+  specs = blocks['defaults'].get('extensions', '')
+  for name in names:
+    specs = blocks[name].get('extensions', specs)
+  for i, arg in enumerate(argv):
+    if arg == '--extensions' and i + 1 < len(argv):
+      specs = argv[i + 1]
+    elif arg.startswith('--extensions='):
+      specs = arg.split('=', 1)[1]
+  defaults = dict(blocks['defaults'])
+  try:
+    modules = extensions.modules({'extensions': specs})
+  except (ImportError, OSError, SyntaxError) as e:
+    raise ConfigError(
+        f'extensions: cannot load {specs!r} ({type(e).__name__}: {e})'
+    ) from None
+  for module in modules:
+    for key, value in getattr(module, 'DEFAULTS', {}).items():
+      if key in defaults:
+        raise ConfigError(
+            f"extension {module.__name__} declares the config key '{key}', "
+            'which exists already')
+      defaults[key] = value
+  return defaults
 
 
 def _check_bools(config, block, name, prefix=''):
@@ -85,100 +130,9 @@ def _check_bools(config, block, name, prefix=''):
             f"got {value!r}")
 
 
-# Logger outputs and the package each one needs (None: always available).
-OUTPUTS = {'terminal': None, 'jsonl': None, 'videos': 'av', 'scope': 'scope',
-           'tensorboard': 'tensorboardX', 'wandb': 'wandb'}
-
-
 def check_values(config):
-  """Values that parse but cannot work, caught before the logdir."""
-  validate.check_numbers(config)
-  validate.check_relations(config)
-  for output in config.logger.outputs:
-    if output not in OUTPUTS:
-      raise ConfigError(
-          f"Unknown logger output '{output}' (logger.outputs): choose from "
-          f"{', '.join(OUTPUTS)}")
-    if OUTPUTS[output] and importlib.util.find_spec(OUTPUTS[output]) is None:
-      raise ConfigError(
-          f"logger.outputs has '{output}' but {OUTPUTS[output]} is not "
-          f"installed: pip install {OUTPUTS[output]}")
-  length = config.batch_length + config.replay_context
-  if config.replay.chunksize <= length:
-    raise ConfigError(
-        f'replay.chunksize ({config.replay.chunksize}) must be larger than '
-        f'batch_length + replay_context ({length}).')
-  if len(config.env.size) != 2:
-    raise ConfigError(
-        f'env.size needs two values (height, width), got {config.env.size}')
-  from dreamerv3.agent import PRIO_SIGNALS
-  if config.replay.priosignal not in PRIO_SIGNALS:
-    raise ConfigError(
-        f"Unknown replay.priosignal '{config.replay.priosignal}': choose "
-        f"from {', '.join(PRIO_SIGNALS)}")
-  _check_replay(config.replay)
-  from dreamerv3.agent import IMAGE_DISTS
-  if config.agent.dec.image_dist not in IMAGE_DISTS:
-    raise ConfigError(
-        f"Unknown agent.dec.image_dist '{config.agent.dec.image_dist}': "
-        f"choose from {', '.join(IMAGE_DISTS)}")
-  from embodied.jax.outs import TWOHOT_LAYOUTS
-  for head in ('rewhead', 'value'):
-    layout = config.agent[head].layout
-    if layout not in TWOHOT_LAYOUTS:
-      raise ConfigError(
-          f"Unknown agent.{head}.layout '{layout}': choose from "
-          f"{', '.join(TWOHOT_LAYOUTS)}")
-  from embodied.jax import COMPUTE_DTYPES, PLATFORMS
-  for key, choices in (('compute_dtype', COMPUTE_DTYPES),
-                       ('platform', PLATFORMS)):
-    if config.jax[key] not in choices:
-      raise ConfigError(
-          f"Unknown jax.{key} '{config.jax[key]}': choose from "
-          f"{', '.join(choices)}")
-  from dreamerv3 import extensions
-  error = extensions.check(config)
-  if error:
-    raise ConfigError(error)
-
-
-def _check_replay(replay):
-  from embodied.core import samplers
-  fracs = dict(replay.fracs)
-  for key, value in fracs.items():
-    if key not in samplers.FRACS:
-      raise ConfigError(
-          f"Unknown sampler 'replay.fracs.{key}': choose from "
-          f"{', '.join(samplers.FRACS)}")
-    if value < 0:
-      raise ConfigError(
-          f'replay.fracs.{key} must be non-negative, got {value}')
-  if not sum(fracs.values()) > 0:
-    raise ConfigError(
-        'replay.fracs must have a positive sum, got ' +
-        ', '.join(f'replay.fracs.{k} {v}' for k, v in fracs.items()))
-  try:  # The samplers check their own options (whether used or not).
-    samplers.Prioritized(
-        replay.prio.exponent, replay.prio.maxfrac, replay.prio.initial)
-    samplers.Recency(replay.recexp)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-  if replay.device not in REPLAY_DEVICES:
-    raise ConfigError(
-        f"Unknown replay.device '{replay.device}': choose from "
-        f"{', '.join(REPLAY_DEVICES)}")
-  if replay.cache_every < 0:
-    raise ConfigError(
-        f'replay.cache_every must be non-negative, got {replay.cache_every}')
-  priority = fracs.get('priority', 0) > 0
-  if priority and replay.priosignal == 'none' and not replay.cache_every:
-    raise ConfigError(
-        'replay.fracs.priority > 0 needs replay.priosignal (or '
-        'replay.cache_every): without one no priority is ever updated.')
-  if replay.cache_every and not priority:
-    raise ConfigError(
-        'replay.cache_every refreshes priorities, which only matter with '
-        'replay.fracs.priority > 0.')
+  """Every check that needs the config alone (validate.check_config)."""
+  validate.check_config(config)
 
 
 def _bad_number(config, argv):
@@ -201,15 +155,15 @@ def _msg(e):
       "' did not match any config keys.", "'.")
 
 
-def structural_keys(task):
+def structural_keys(config):
   """(pattern, legacy) pairs: keys that a resumed logdir must share, each
   declared by the module that owns it, with what the key meant when an
   older logdir's config lacks it (None: not compared then)."""
   from embodied import envs
   from dreamerv3 import agent, extensions
-  suite = task.split('_', 1)[0]
+  suite = config.task.split('_', 1)[0]
   rules = (list(STRUCTURAL) + list(agent.STRUCTURAL) +
-           list(extensions.structural()))
+           list(extensions.structural(config)))
   if suite in envs.SUITES:
     module = importlib.import_module(envs.SUITES[suite])
     rules += [(rf'env\.{suite}\.{key}', None)
@@ -224,7 +178,7 @@ def check_logdir(config, logdir):
     return
   old = elements.Config.load(path).flat
   new = config.flat
-  rules = structural_keys(config.task)
+  rules = structural_keys(config)
   diffs = []
   for key in sorted(new):
     legacy = next((l for p, l in rules if re.fullmatch(p, key)), KeyError)
@@ -258,30 +212,46 @@ def write_config(config, logdir):
         f'Cannot write to the logdir {logdir}: {e.strerror or e}') from None
 
 
-def make_env(config, index, **overrides):
+def make_env(config, index, role='train', process=0, **overrides):
+  """Env `index` of the `role` envs (train or eval) of process `process`,
+  on its own random stream of the run's seed."""
   from embodied import envs
   kwargs = dict(config.env.get(config.task.split('_', 1)[0], {}))
   kwargs.update(overrides)
   return envs.make(
-      config.task, seed=config.seed * 10007 + index,
+      config.task, seed=seeds.stream(config.seed, 'env', role, process, index),
       length=config.env.length, size=tuple(config.env.size), **kwargs)
 
 
 def agent_config(config):
-  """The agent's sub-config: agent.* plus the few top-level keys it needs
-  (extension blocks such as dynamics.* included)."""
+  """The agent's sub-config: agent.* plus the top-level keys it needs and
+  the config each extension reads (its CONFIG), by extension."""
+  from dreamerv3 import extensions
   return elements.Config(
       **config.agent, batch_size=config.batch_size,
       batch_length=config.batch_length, replay_context=config.replay_context,
-      dynamics=config.dynamics, priosignal=config.replay.priosignal,
-      jax=config.jax)
+      jax=config.jax, extensions=extensions.specs(config),
+      ext=extensions.views(config))
 
 
-def make_agent(config, obs_space, act_space):
+def setup_jax(config, distributed=None):
+  """JAX's platform, dtype and cache as the config says (once per
+  process; again with the same arguments does nothing)."""
+  from embodied import jax as ejax
+  return ejax.setup(
+      config.jax.platform, config.jax.compute_dtype, config.jax.debug_nans,
+      config.jax.xla_flags, os.path.expanduser(config.jax.cache_dir),
+      distributed=distributed)
+
+
+def make_agent(config, obs_space, act_space, distributed=None):
+  """The agent, on JAX set up for this config in this process (processes
+  of the parallel script build theirs with this too)."""
+  setup_jax(config, distributed)
   from embodied import jax as ejax
   from dreamerv3.agent import Dreamer
   agent = ejax.Agent(Dreamer, obs_space, act_space, agent_config(config),
-                     seed=config.seed)
+                     seed=seeds.stream(config.seed, 'agent'))
   counts = agent.param_counts()
   print('Parameters: ' + ', '.join(
       f'{k} {v:,}' for k, v in sorted(counts.items())) +
@@ -289,36 +259,19 @@ def make_agent(config, obs_space, act_space):
   return agent
 
 
-def make_replay(config, name, directory=True):
+def make_replay(config, name, directory=True, process=0):
+  from embodied.core import samplers
   length = config.batch_length + config.replay_context
   path = elements.Path(config.logdir) / name if directory else None
   cls = embodied.Replay
   if config.replay.device == 'accelerator':
     from embodied.jax.replay import DeviceReplay as cls
+  stream = lambda part: seeds.stream(config.seed, name, process, part)
   return cls(
       length=length, capacity=int(config.replay.size),
       chunksize=config.replay.chunksize, online=config.replay.online,
-      sampler=make_sampler(config), directory=path, seed=config.seed)
-
-
-def make_sampler(config):
-  """The replay sampler from replay.fracs: one sampler directly when a
-  single fraction is positive (pure uniform is the plain Uniform), else a
-  Mixture of those with positive fractions."""
-  from embodied.core import samplers
-  c, seed = config.replay, config.seed
-  fracs = {k: v for k, v in dict(c.fracs).items() if v > 0}
-  build = {
-      'uniform': lambda: samplers.Uniform(seed),
-      # Distinct seeds so the parts of a mixture draw independently.
-      'priority': lambda: samplers.Prioritized(
-          c.prio.exponent, c.prio.maxfrac, c.prio.initial,
-          c.prio.zero_on_sample, seed=seed + 1),
-      'recency': lambda: samplers.Recency(c.recexp, seed=seed + 2)}
-  parts = {k: build[k]() for k in samplers.FRACS if k in fracs}
-  if len(parts) == 1:
-    return next(iter(parts.values()))
-  return samplers.Mixture(parts, fracs)
+      sampler=samplers.make(config.replay, stream), directory=path,
+      seed=stream('replay'))
 
 
 def make_logger(config):
@@ -364,13 +317,13 @@ def main(argv=None):
   config = config.update(logdir=str(logdir))
   # The agent sees the whole job: global batch, one seed on every process.
   shared = config
-  if dist and dist.process_id:
+  process = dist.process_id if dist else 0
+  if process:
     # Process k > 0 writes only LOGDIR/process<k> (its config, replay,
-    # metrics, checkpoint) and steps envs and samples replay with seeds of
+    # metrics, checkpoint) and steps envs and samples replay on streams of
     # its own; process 0 writes the run's logdir as a single process does.
-    logdir = logdir / f'process{dist.process_id}'
-    config = config.update(logdir=str(logdir), seed=(
-        config.seed + 7919 * dist.process_id) % 2 ** 31)
+    logdir = logdir / f'process{process}'
+    config = config.update(logdir=str(logdir))
   check_values(config)
   check_logdir(config, logdir)
 
@@ -384,18 +337,8 @@ def main(argv=None):
   obs_space, act_space = env.obs_space, env.act_space
   env.close()
   validate.check_spaces(config, obs_space)
-  if config.run.from_checkpoint:
-    from embodied.core.checkpoint import find
-    if find(os.path.expanduser(config.run.from_checkpoint)) is None:
-      raise ConfigError(
-          f'run.from_checkpoint {config.run.from_checkpoint} holds no complete '
-          'checkpoint: give a logdir, its ckpt/ folder, one checkpoint folder '
-          'or the ckpt/latest file.')
 
-  from embodied import jax as ejax
-  ejax.setup(config.jax.platform, config.jax.compute_dtype,
-             config.jax.debug_nans, config.jax.xla_flags,
-             os.path.expanduser(config.jax.cache_dir), distributed=dist)
+  setup_jax(config, dist)
   import jax
   validate.check_devices(config, len(jax.local_devices()),
                          jax.process_count())
@@ -409,7 +352,6 @@ def main(argv=None):
   write_config(config, logdir)
 
   from embodied import run
-  fn = getattr(run, config.script)
   args = elements.Config(
       **config.run, logdir=str(logdir),
       # Each process samples its share of the global batch.
@@ -417,17 +359,13 @@ def main(argv=None):
       batch_length=config.batch_length,
       replay_context=config.replay_context,
       cache_every=config.replay.cache_every)
-  # The parallel script's processes that run JAX set it up as this one.
-  extra = {'setup': functools.partial(
-      ejax.setup, config.jax.platform, config.jax.compute_dtype,
-      config.jax.debug_nans, config.jax.xla_flags,
-      os.path.expanduser(config.jax.cache_dir))} \
-      if config.script == 'parallel' else {}
-  fn(functools.partial(make_agent, shared, obs_space, act_space),
-     functools.partial(make_replay, config),
-     functools.partial(make_env, config),
-     functools.partial(make_logger, config),
-     args, **extra)
+  run.get(config.script)(
+      functools.partial(make_agent, shared, obs_space, act_space,
+                        distributed=dist),
+      functools.partial(make_replay, config, process=process),
+      functools.partial(make_env, config, process=process),
+      functools.partial(make_logger, config),
+      args)
 
 
 def cli():

@@ -16,12 +16,13 @@ no host state.
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import rssm
 from .extensions import Extension
 
 f32 = jnp.float32
+CONFIG = ('dynamics',)
+RANGES = ((r'dynamics\.k_steps', 'int', 0, None),)
 # Weights change no parameter shapes: any values can resume a logdir.
 STRUCTURAL = ()
 
@@ -80,14 +81,11 @@ class MaskedPixelLoss(Extension):
     return weights, metrics
 
 
-def check(config):
-  """Validates config.dynamics; returns an error message or None."""
-  c = config.dynamics
-  if int(c.k_steps) != c.k_steps or c.k_steps < 0:
-    return f'dynamics.k_steps must be an integer >= 0, got {c.k_steps}'
-  if not np.isfinite(c.alpha_strength) or c.alpha_strength < 0:
-    return (f'dynamics.alpha_strength must be a finite number >= 0, got '
-            f'{c.alpha_strength}')
+def check_spaces(config, obs_space):
+  if config.dynamics.masked_loss and not rssm.image_keys(obs_space):
+    return ('dynamics.masked_loss True needs image observations, but the task '
+            f"{config.task} has none (observations: "
+            f"{', '.join(k for k in obs_space if not k.startswith('log/'))})")
   return None
 
 
@@ -98,8 +96,4 @@ def install(agent, config):
   if not c.masked_loss:
     return None
   keys = rssm.image_keys(agent.obs_space)
-  if not keys:
-    raise ValueError(
-        'dynamics.masked_loss needs image observations, but the task has '
-        f"none (observations: {', '.join(agent.obs_space)})")
   return MaskedPixelLoss(keys, c.k_steps, c.alpha_strength, c.cross_episodes)

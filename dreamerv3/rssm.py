@@ -1,6 +1,7 @@
 """World model networks: RSSM, encoder and decoder."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +74,7 @@ class RSSM(nj.Module):
 
   def obs_step(self, carry, tokens, action, reset):
     carry, action = self._reset(carry, action, reset)
-    deter = self._core(carry['deter'], carry['stoch'], action)
+    deter = self.core(carry['deter'], carry['stoch'], action)
     x = jnp.concatenate([deter.astype(nets.COMPUTE_DTYPE),
                          tokens.astype(nets.COMPUTE_DTYPE)], -1)
     for i in range(self.obslayers):
@@ -85,7 +86,7 @@ class RSSM(nj.Module):
     return carry, {'deter': deter, 'stoch': stoch, 'logit': logit}
 
   def img_step(self, carry, action):
-    deter = self._core(carry['deter'], carry['stoch'], action)
+    deter = self.core(carry['deter'], carry['stoch'], action)
     logit = self._prior(deter)
     stoch = outs.OneHotST(logit, self.unimix).sample(nj.seed())
     return {'deter': deter, 'stoch': stoch}, logit
@@ -137,8 +138,17 @@ class RSSM(nj.Module):
         lambda x: x * keep.reshape((-1,) + (1,) * (x.ndim - 1)), carry)
     return carry, action * keep[:, None]
 
-  def _core(self, deter, stoch, action):
-    """Block-GRU update of the deterministic state."""
+  def core_keys(self):
+    """Names of the deterministic core's parameters (core()), as in the
+    ninjax state."""
+    prefix = self.path + '/'
+    pattern = r'(indeter|instoch|inact|dyn\d+|gates)(norm)?/\w+'
+    return sorted(k for k in nj.context() if k.startswith(prefix) and
+                  re.fullmatch(pattern, k[len(prefix):]))
+
+  def core(self, deter, stoch, action):
+    """The block-GRU update of the deterministic state: the next deter
+    [N, deter] from the current deter, stoch and the action consumed."""
     g = self.blocks
     stoch = stoch.reshape((stoch.shape[0], -1))
     action = action / sg(jnp.maximum(1.0, jnp.abs(action)))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from dreamerv3 import main as dmain
+from dreamerv3 import priority
 from dreamerv3.agent import Dreamer
 from embodied import jax as ejax
 
@@ -259,15 +260,16 @@ def test_imag_last_starts_from_the_last_posterior_states(built):
         seen[name] = (args, out[:2] if name == '_observe' else out[0])
         return out
       return call
-    config = model.config
+    config, exts = model.config, model.exts
     try:
-      model.config = config.update(imag_last=L, priosignal='value')
+      model.config = config.update(imag_last=L)
+      model.exts = [priority.PrioritySignal('value')]
       for name in names:
         setattr(model, name, spy(name, getattr(model, name)))
       _, (_, (outs_, _)) = nj.pure(model.loss)(state, data, seed=seed)
       seen['priority'] = outs_['priority']
     finally:
-      model.config = config
+      model.config, model.exts = config, exts
       for name in names:
         delattr(model, name)
     return seen

@@ -215,7 +215,7 @@ def test_config_checks_and_structure():
   assert config.replay.fracs.priority == 1.0
   assert config.agent.intrinsic.scheduling_strategy == 'slope_ema'
   # Structural: a logdir from before the extension had it off.
-  rules = dmain.structural_keys('dummy_disc')
+  rules = dmain.structural_keys(dmain.parse(['--task', 'dummy_disc']))
   legacy = lambda key: next(l for p, l in rules if re.fullmatch(p, key))
   assert legacy('agent.use_intrinsic') is False
   assert legacy('agent.intrinsic.ensemble_size') is None
@@ -226,8 +226,8 @@ def test_config_checks_and_structure():
 def lowered_train(argv, plain=False, monkeypatch=None):
   config = dmain.parse(['--configs', 'debug', '--task', 'dummy_vector'] + argv)
   obs_space, act_space = spaces(config)
-  if plain:
-    monkeypatch.setattr(extensions, 'MODULES', ())
+  if plain:  # The agent with no extension module at all.
+    monkeypatch.setattr(extensions, 'install', lambda *args: [])
   model = Dreamer(obs_space, act_space, dmain.agent_config(config),
                   name='agent')
   if plain:
@@ -299,9 +299,7 @@ def test_ema_members_track_the_core():
         state, seed=SEED)
 
   state = fill_params(model.loss, dummy_data(model))
-  prefix = 'agent/dyn/'
-  core = sorted(k for k in state if k.startswith(prefix) and
-                re.fullmatch(intrinsic.CORE, k[len(prefix):]))
+  core = nj.pure(model.dyn.core_keys)(state)[1]
   assert len(core) == len(
       [k for k in state if k.startswith('agent/intrinsic/ema')])
   assert any('gates' in k for k in core) and not any('img' in k for k in core)
@@ -392,7 +390,8 @@ def image_batch(agent, seed):
 
 def test_masked_intrinsic_priority_trains(agent):
   assert agent.host and set(agent.host.hosts) == {'intrinsic'}
-  assert [e.name for e in agent.model.exts] == ['mask', 'intrinsic']
+  assert [e.name for e in agent.model.exts] == [
+      'mask', 'intrinsic', 'priority']
   # The optimizer trains the members.
   assert agent.model.exts[1].members in agent.model.opt.modules
   for i in range(2):

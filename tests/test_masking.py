@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dreamerv3 import main as dmain
+from dreamerv3 import validate
 from dreamerv3 import masking
 from dreamerv3.agent import Dreamer
 from embodied.jax import outs
@@ -100,9 +101,9 @@ def test_needs_image_observations():
   config = dmain.parse(['--configs', 'debug', '--task', 'dummy_vector',
                         '--dynamics.masked_loss', 'True'])
   env = dmain.make_env(config, 0)
-  with pytest.raises(ValueError, match='dynamics.masked_loss needs image'):
-    nj.pure(lambda: Dreamer(env.obs_space, env.act_space,
-                            dmain.agent_config(config), name='agent'))({})
+  # The extension's own space check, run before the logdir is touched.
+  with pytest.raises(dmain.ConfigError, match='masked_loss True needs image'):
+    validate.check_spaces(config, env.obs_space)
 
 
 class ImageAgentLoss:
@@ -160,14 +161,14 @@ def test_agent_image_loss_with_mask():
 
 
 def test_mask_strip_from_logdir(tmp_path):
-  """scripts/mask_strip.py on a logdir holding a checkpointed replay with one
-  pixel that blinks: the mask row is white exactly there."""
+  """scripts/dream.py --masks on a logdir holding a checkpointed replay with
+  one pixel that blinks: the mask row is white exactly there."""
   import importlib.util
   import pathlib
   from PIL import Image
   from embodied.core import Checkpoint
-  path = pathlib.Path(__file__).parent.parent / 'scripts' / 'mask_strip.py'
-  spec = importlib.util.spec_from_file_location('mask_strip', path)
+  path = pathlib.Path(__file__).parent.parent / 'scripts' / 'dream.py'
+  spec = importlib.util.spec_from_file_location('dream', path)
   tool = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(tool)
 
@@ -184,13 +185,13 @@ def test_mask_strip_from_logdir(tmp_path):
   checkpoint = Checkpoint(logdir / 'ckpt')
   checkpoint.register('replay', replay)
   checkpoint.save(30)
-  files = sorted(p.name for p in logdir.rglob('*'))
-  out = tool.main(['--logdir', str(logdir), '--sequences', '1',
-                   '--length', '5', '--scale', '1'])
-  # Looking at a run adds the picture and changes nothing else.
-  after = sorted(p.name for p in logdir.rglob('*'))
-  assert after == sorted(files + [out.name])
-  picture = np.asarray(Image.open(str(out)))
+  files = sorted(p.relative_to(logdir) for p in logdir.rglob('*'))
+  out = tmp_path / 'out'
+  assert tool.main(['--logdir', str(logdir), '--masks', '--sequences', '1',
+                    '--length', '5', '--scale', '1', '--out', str(out)]) == 0
+  # Looking at a run changes nothing in it.
+  assert sorted(p.relative_to(logdir) for p in logdir.rglob('*')) == files
+  picture = np.asarray(Image.open(str(out / 'mask_strip_image.png')))
   # Rows frame / mask of 4 + 2 pixels, columns 5 frames of 4 + 2 pixels.
   assert picture.shape == (2 * 6, 5 * 6, 3)
   mask = picture[6:10, 0:4, 0]

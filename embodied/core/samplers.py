@@ -7,6 +7,12 @@ Replay calls every method under its own lock, so samplers need no locking.
   Prioritized  proportional to priority ** exponent, on a sum-tree
   Recency      p(item) ∝ (age + 1) ** -recexp, age = items inserted after it
   Mixture      a fixed number of each batch from each of the above
+
+The registry SAMPLERS maps each `replay.fracs` key to its class; a class
+builds itself from the `replay` config (from_config) and raises ValueError
+naming the key on a bad option. make() builds the sampler a config asks
+for. Adding a sampler: its class here, its registry entry, its fracs key
+and options in configs.yaml.
 """
 
 import numpy as np
@@ -87,6 +93,10 @@ class Uniform(Sampler):
   Removal swaps the last keys into the holes, so insert, remove and sample
   are O(1) per id and vectorised over the ids passed in.
   """
+
+  @classmethod
+  def from_config(cls, replay, seed):
+    return cls(seed)
 
   def __init__(self, seed=0):
     self._rng = np.random.default_rng(seed)
@@ -187,6 +197,11 @@ class Prioritized(Sampler):
   """
 
   ABSENT, FRESH, PENDING, UPDATED = 0, 1, 2, 3
+
+  @classmethod
+  def from_config(cls, replay, seed):
+    p = replay.prio
+    return cls(p.exponent, p.maxfrac, p.initial, p.zero_on_sample, seed=seed)
 
   def __init__(self, exponent=0.8, maxfrac=0.5, initial='meanstd',
                zero_on_sample=False, seed=0, branching=32):
@@ -442,6 +457,10 @@ class Recency(Sampler):
   items. Evictions remove the oldest items, so such holes stay rare.
   """
 
+  @classmethod
+  def from_config(cls, replay, seed):
+    return cls(replay.recexp, seed=seed)
+
   def __init__(self, recexp=1.0, seed=0):
     if not recexp >= 0:
       raise ValueError(f'replay.recexp must be non-negative, got {recexp}')
@@ -560,7 +579,44 @@ class Recency(Sampler):
     self._cdf = np.concatenate([self._cdf, start + np.cumsum(terms)])
 
 
-FRACS = ('uniform', 'priority', 'recency')
+# replay.fracs key -> sampler class.
+SAMPLERS = {'uniform': Uniform, 'priority': Prioritized, 'recency': Recency}
+RANGES = ((r'replay\.prio\.maxfrac', 'number', 0, 1),)
+
+
+def make(replay, seed):
+  """The sampler of the `replay` config: the one sampler whose fraction is
+  positive (pure uniform is the plain Uniform), else a Mixture of those
+  with positive fractions. seed(name) gives each part its own stream, so
+  the parts of a mixture draw independently."""
+  fracs = {k: v for k, v in dict(replay.fracs).items() if v > 0}
+  parts = {name: SAMPLERS[name].from_config(replay, seed(name))
+           for name in SAMPLERS if name in fracs}
+  if len(parts) == 1:
+    return next(iter(parts.values()))
+  return Mixture(parts, fracs)
+
+
+def check(config):
+  """The registry's checks of replay.fracs and every sampler's options
+  (whether used or not)."""
+  replay = config.replay
+  fracs = dict(replay.fracs)
+  for key, value in fracs.items():
+    if key not in SAMPLERS:
+      return (f"Unknown sampler 'replay.fracs.{key}': choose from "
+              f"{', '.join(SAMPLERS)}")
+    if value < 0:
+      return f'replay.fracs.{key} must be non-negative, got {value}'
+  if not sum(fracs.values()) > 0:
+    return ('replay.fracs must have a positive sum, got ' + ', '.join(
+        f'replay.fracs.{k} {v}' for k, v in fracs.items()))
+  for cls in SAMPLERS.values():
+    try:
+      cls.from_config(replay, 0)
+    except ValueError as e:
+      return str(e)
+  return None
 
 
 def split_counts(fracs, n):

@@ -46,6 +46,18 @@ UNAVAILABLE = {
 }
 
 
+# Config checks (dreamerv3/validate.py) of the factory's keys; each suite
+# module declares those of its env.<suite>.* options.
+RANGES = ((r'env\.length', 'int', 0, None),)
+
+
+def check(config):
+  size = config.env.size
+  if len(size) != 2 or min(size) < 1:
+    return f'env.size needs two positive values (height, width), got {size}'
+  return None
+
+
 def suites():
   return sorted(SUITES)
 

@@ -48,6 +48,16 @@ GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114])
 # with other values).
 SHAPE_OPTIONS = ('gray', 'actions')
 
+
+def ranges(suite):
+  """Config checks (dreamerv3/validate.py) of env.<suite>.*."""
+  return ((rf'env\.{suite}\.repeat', 'int', 1, None),
+          (rf'env\.{suite}\.(noops|max_frames)', 'int', 0, None),
+          (rf'env\.{suite}\.sticky', 'number', 0, 1))
+
+
+RANGES = ranges('atari')
+
 # Defaults of the Atari 200M-frame protocol; atari100k.py overrides some.
 PROTOCOL = dict(
     repeat=4, noops=30, sticky=0.25, gray=True, actions='all',

@@ -10,6 +10,7 @@ from . import atari
 
 PROTOCOL = dict(sticky=0.0, gray=False, actions='needed')
 SHAPE_OPTIONS = atari.SHAPE_OPTIONS
+RANGES = atari.ranges('atari100k')
 
 
 def make(name, *, seed=0, size=(64, 64), **kwargs):

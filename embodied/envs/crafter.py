@@ -25,6 +25,7 @@ from ..core import base
 
 TASKS = ('reward', 'noreward')
 OPTIONS = {'episode_length': 10000, 'logs': True}
+RANGES = ((r'env\.crafter\.episode_length', 'int', 1, None),)
 
 # The 22 achievements of Crafter 1.x, as in crafter.constants.achievements.
 ACHIEVEMENTS = (

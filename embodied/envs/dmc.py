@@ -29,6 +29,8 @@ from ..core import base
 # compared in learning runs here (see docs/results.md).
 OPTIONS = {'repeat': 2, 'proprio': True, 'image': True, 'camera': -1}
 SHAPE_OPTIONS = ('proprio', 'image')  # A run cannot resume with others.
+RANGES = ((r'env\.dmc\.repeat', 'int', 1, None),
+          (r'env\.dmc\.camera', 'int', -1, None))
 # Cameras used by DreamerV3: the quadruped's default camera 0 is too far.
 CAMERAS = {'quadruped': 2}
 RESERVED = ('image', 'reward', 'is_first', 'is_last', 'is_terminal', 'reset')

@@ -16,6 +16,7 @@ from . import OptionError, UnknownTaskError
 from ..core import base
 
 TASKS = ('disc', 'cont', 'vector', 'image', 'block')
+RANGES = ((r'env\.dummy\.(episode_length|actions)', 'int', 1, None),)
 
 
 def make(name, *, seed=0, size=(64, 64), **kwargs):

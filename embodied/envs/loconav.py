@@ -30,6 +30,7 @@ from .dmc import DMC, mujoco_imports, prepare_rendering
 OPTIONS = {
     'repeat': 1, 'episode_length': 2000, 'proprio': True, 'camera': 'ego'}
 SHAPE_OPTIONS = ('proprio',)  # A run cannot resume with another value.
+RANGES = ((r'env\.loconav\.(repeat|episode_length)', 'int', 1, None),)
 ROBOTS = ('ant', 'ball')
 CAMERAS = ('ego', 'top')
 INSTALL = (

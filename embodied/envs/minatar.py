@@ -37,6 +37,7 @@ TRAILS = {
 GAMES = tuple(TRAILS)
 ACTIONS = ('all', 'needed')
 SHAPE_OPTIONS = ('actions',)  # A run cannot resume with another value.
+RANGES = ((r'env\.minatar\.sticky', 'number', 0, 1),)
 
 
 def make(name, *, seed=0, size=None, **kwargs):

@@ -23,6 +23,7 @@ from . import OptionError, UnknownTaskError
 from ..core import base
 
 OPTIONS = {'episode_length': 2000}
+RANGES = ((r'env\.pinpad\.episode_length', 'int', 1, None),)
 REWARD = 10.0
 CELL = 4  # Pixels per grid cell: 16 cells make the 64 pixel image.
 

@@ -38,13 +38,61 @@ class PlatformError(RuntimeError):
 COMPUTE_DTYPES = ('auto', 'float32', 'bfloat16')
 PLATFORMS = ('auto', 'cpu', 'cuda', 'gpu', 'tpu')
 
+# Config checks (dreamerv3/validate.py) of the jax.* keys this module reads.
+RANGES = ((r'jax\.(train|policy)_devices', 'int', 0, None),)
+CHOICES = {'jax.compute_dtype': COMPUTE_DTYPES, 'jax.platform': PLATFORMS}
+
+
+def check_devices(config, count, processes=1):
+  """`count` local devices in each of `processes` processes (see
+  hosts.split_devices)."""
+  train, policy = config.jax.train_devices, config.jax.policy_devices
+  where = f' in each of {processes} processes' if processes > 1 else ''
+  if train > count:
+    return (f'jax.train_devices is {train} but JAX sees {count} device(s)'
+            f'{where}')
+  if policy and (train or 1) + policy > count:
+    return (f'jax.policy_devices is {policy} but JAX sees {count} device(s)'
+            f'{where}, of which jax.train_devices takes {train or "the rest"} '
+            '(the policy needs devices after the train devices)')
+  devices = (train or count - policy) * processes
+  if config.batch_size % devices:
+    return (f'batch_size ({config.batch_size}) must be divisible by the '
+            f'{devices} train devices (jax.train_devices {train}, 0 = all'
+            + (f', x {processes} processes' if processes > 1 else '') + ')')
+  if policy:
+    keys = ['envs'] + (['eval_envs'] if config.script in (
+        'train_eval', 'eval_only') else [])
+    for key in keys:
+      if config.run[key] % policy:
+        return (f'run.{key} ({config.run[key]}) must be divisible by '
+                f'jax.policy_devices ({policy}): the envs are split over them')
+  return None
+
+
+def check_processes(config, settings):
+  if config.batch_size % settings.num_processes:
+    return (f'batch_size ({config.batch_size}) must be divisible by the '
+            f'{settings.num_processes} processes (jax.distributed): each '
+            'samples its share')
+  return None
+
+
+_SETUP = {}  # The arguments and result of this process's last setup().
+
 
 def setup(platform='auto', compute_dtype='auto', debug_nans=False,
           xla_flags='', cache_dir='', distributed=None):
   """Choose the JAX platform and compute dtype once per process. With a
   cache_dir, compiled programs are cached on disk so a restarted or resumed
   run with the same shapes skips compilation. distributed: hosts.Settings
-  (or None for one process) starts JAX's multi-process runtime first."""
+  (or None for one process) starts JAX's multi-process runtime first.
+  Calling it again with the same arguments does nothing, so every process
+  that builds an agent can call it (the parallel script's actor too)."""
+  args = (platform, compute_dtype, debug_nans, xla_flags, cache_dir,
+          distributed)
+  if _SETUP.get('args') == args:
+    return _SETUP['result']
   if xla_flags:
     import os
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' +
@@ -77,6 +125,7 @@ def setup(platform='auto', compute_dtype='auto', debug_nans=False,
         f'{devices[0].device_kind}), compute dtype {compute_dtype}' +
         (f', process {jax.process_index()} of {jax.process_count()}'
          if jax.process_count() > 1 else ''))
+  _SETUP.update(args=args, result=(platform, compute_dtype))
   return platform, compute_dtype
 
 

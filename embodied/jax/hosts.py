@@ -17,6 +17,11 @@ import re
 import numpy as np
 
 MODES = ('off', 'auto', 'slurm', 'manual')
+# Config checks (dreamerv3/validate.py) of jax.distributed.*.
+RANGES = ((r'jax\.distributed\.num_processes', 'int', 1, None),
+          (r'jax\.distributed\.process_id', 'int', 0, None),
+          (r'jax\.distributed\.port', 'int', 0, 65535))
+CHOICES = {'jax.distributed.mode': MODES}
 
 
 class SettingsError(ValueError):

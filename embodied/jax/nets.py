@@ -26,13 +26,17 @@ def cast(x):
       if jnp.issubdtype(v.dtype, jnp.floating) else v, x)
 
 
+ACTIVATIONS = {
+    'silu': jax.nn.silu, 'relu': jax.nn.relu, 'gelu': jax.nn.gelu,
+    'tanh': jnp.tanh, 'none': lambda x: x, 'elu': jax.nn.elu}
+ACTS = tuple(ACTIVATIONS)
+NORMS = ('rms', 'layer', 'none')
+
+
 def act(name):
-  fns = {
-      'silu': jax.nn.silu, 'relu': jax.nn.relu, 'gelu': jax.nn.gelu,
-      'tanh': jnp.tanh, 'none': lambda x: x, 'elu': jax.nn.elu}
-  if name not in fns:
-    raise ValueError(f"Unknown activation '{name}', choose from {list(fns)}")
-  return fns[name]
+  if name not in ACTIVATIONS:
+    raise ValueError(f"Unknown activation '{name}', choose from {list(ACTS)}")
+  return ACTIVATIONS[name]
 
 
 def init(fan_in, shape, outscale=1.0):
@@ -55,12 +59,17 @@ class Linear(nj.Module):
   outscale: float = 1.0
 
   def __call__(self, x):
-    shape = (x.shape[-1], self.units)
-    kernel = self.value('kernel', init(shape[0], shape, self.outscale))
+    kernel, bias = self.params(x.shape[-1])
     x = x.astype(COMPUTE_DTYPE) @ kernel.astype(COMPUTE_DTYPE)
     if self.bias:
-      x = x + self.value('bias', jnp.zeros, self.units, f32).astype(x.dtype)
+      x = x + bias.astype(x.dtype)
     return x
+
+  def params(self, din):
+    """(kernel [din, units], bias [units] or None), float32."""
+    kernel = self.value('kernel', init(din, (din, self.units), self.outscale))
+    bias = self.value('bias', jnp.zeros, self.units, f32) if self.bias else None
+    return kernel, bias
 
 
 class BlockLinear(nj.Module):
@@ -128,17 +137,30 @@ class MLP(nj.Module):
   act: str = 'silu'
   norm: str = 'rms'
 
-  def __call__(self, x, skip_first=False):
-    """skip_first: x is already the first linear layer's output, for
-    callers that compute that layer in a factored form."""
+  def __call__(self, x):
+    if not self.layers:
+      return x.astype(COMPUTE_DTYPE)
+    return self.after_first_linear(self._linear(0)(
+        x.astype(COMPUTE_DTYPE)))
+
+  def first_linear(self, din):
+    """(kernel, bias) of the first linear layer, for callers that compute
+    that layer in a factored form."""
+    return self._linear(0).params(din)
+
+  def after_first_linear(self, x):
+    """The MLP's output given its first linear layer's output x."""
     shape = x.shape[:-1]
     x = x.astype(COMPUTE_DTYPE).reshape((-1, x.shape[-1]))
     for i in range(self.layers):
-      if not (i == 0 and skip_first):
-        x = self.sub(f'linear{i}', Linear, units=self.units)(x)
+      if i > 0:
+        x = self._linear(i)(x)
       x = self.sub(f'norm{i}', Norm, kind=self.norm)(x)
       x = act(self.act)(x)
     return x.reshape((*shape, x.shape[-1]))
+
+  def _linear(self, i):
+    return self.sub(f'linear{i}', Linear, units=self.units)
 
 
 # Convolutions: SAME padding, stride 1, through lax.conv_general_dilated.

@@ -1,6 +1,28 @@
-"""Run loops selected by --script."""
+"""Run loops selected by --script.
 
-from .eval_only import eval_only
-from .parallel import parallel
-from .train import train
-from .train_eval import train_eval
+Each script is a module of this package that defines a function of its own
+name, (make_agent, make_replay, make_env, make_logger, args) -> None, and
+the config checks of the run.* keys it reads (RANGES, check(config), ...;
+see dreamerv3/validate.py). Adding a script: its module, its name in
+SCRIPTS, its run.* keys in configs.yaml.
+"""
+
+import importlib
+
+SCRIPTS = ('train', 'train_eval', 'eval_only', 'parallel')
+CHOICES = {'script': SCRIPTS}
+
+
+def modules():
+  return [importlib.import_module(f'{__name__}.{name}') for name in SCRIPTS]
+
+
+def get(name):
+  """The run loop of script `name`."""
+  return getattr(importlib.import_module(f'{__name__}.{name}'), name)
+
+
+from .eval_only import eval_only  # noqa: E402
+from .parallel import parallel  # noqa: E402
+from .train import train  # noqa: E402
+from .train_eval import train_eval  # noqa: E402

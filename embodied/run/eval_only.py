@@ -9,6 +9,9 @@ from embodied.core import Checkpoint, Driver
 from . import common
 from .train import resume
 
+# Config checks (dreamerv3/validate.py) of the eval keys.
+RANGES = ((r'run\.(eval_envs|eval_eps)', 'int', 1, None),)
+
 
 def eval_only(make_agent, make_replay, make_env, make_logger, args):
   agent = make_agent()
@@ -26,7 +29,8 @@ def eval_only(make_agent, make_replay, make_env, make_logger, args):
         '--run.from_checkpoint with a logdir or checkpoint folder.')
   episodes = common.Episodes(logger, prefix='eval_episode',
                              window=args.eval_eps)
-  fns = [functools.partial(make_env, i) for i in range(args.eval_envs)]
+  fns = [functools.partial(make_env, i, role='eval')
+         for i in range(args.eval_envs)]
   driver = Driver(fns, parallel=args.parallel_envs,
                   max_restarts=args.env_max_restarts)
   driver.on_step(episodes)

@@ -70,16 +70,13 @@ class ParallelError(RuntimeError):
   """A process of the job failed in a way that stops the job."""
 
 
-def parallel(make_agent, make_replay, make_env, make_logger, args,
-             setup=None):
-  """setup: called first in each process that runs JAX (the actor), so it
-  uses the platform and dtype of this one."""
+def parallel(make_agent, make_replay, make_env, make_logger, args):
   logdir = elements.Path(args.logdir)
   batch_steps = common.trained_steps(args)
   # Stop signals (SLURM's USR1 / TERM) reach the learner only: the other
   # processes ignore them, so the final snapshot can still be taken.
   preempt = Preemption()
-  job = Job(make_agent, make_replay, make_env, args, setup)
+  job = Job(make_agent, make_replay, make_env, args)
   job.start()
   step = None
   try:
@@ -215,39 +212,15 @@ class Job:
   restarts env workers that exited with an error and raises ParallelError
   when the replay server or the actor is gone."""
 
-  def __init__(self, make_agent, make_replay, make_env, args, setup):
+  def __init__(self, make_agent, make_replay, make_env, args):
     import portal  # Lazy: importing portal switches multiprocessing to spawn.
     self.portal = portal
     self.make_agent, self.make_replay, self.make_env = \
         make_agent, make_replay, make_env
     self.args = args
-    self.setup = setup
-    roles = str(args.parallel_roles)
-    self.roles = ROLES if roles == 'all' else tuple(
-        r.strip() for r in roles.split(',') if r.strip())
-    unknown = set(self.roles) - set(ROLES)
-    if unknown or not self.roles:
-      raise ValueError(
-          f"run.parallel_roles needs 'all' or some of {', '.join(ROLES)} "
-          f'(comma-separated), got {roles!r}')
-    if self.roles != ROLES and not (args.replay_addr and args.actor_addr):
-      raise ValueError(
-          'run.parallel_roles other than all needs run.replay_addr and '
-          'run.actor_addr, so the processes of all commands find each other')
-    self.replay_addr = _addr(args.replay_addr, 'run.replay_addr')
-    self.actor_addr = _addr(args.actor_addr, 'run.actor_addr')
-    # Every command computes the same groups, so worker ids agree.
-    count = max(1, min(int(args.env_workers), int(args.envs)))
-    self.groups = [list(range(args.envs))[i::count] for i in range(count)]
-    ids = str(args.env_worker_ids).strip()
-    self.mine = [int(i) for i in ids.split(',')] if ids else \
-        list(range(count))
-    if not set(self.mine) <= set(range(count)):
-      raise ValueError(
-          f'run.env_worker_ids {ids!r} names workers outside 0..{count - 1} '
-          f'(run.env_workers {count})')
-    if 'envs' not in self.roles:
-      self.mine = []
+    self.roles, self.groups, self.mine = layout(args)
+    self.replay_addr = _addr(args.replay_addr)
+    self.actor_addr = _addr(args.actor_addr)
     self.replay_proc = None
     self.actor_proc = None
     self.workers = {}
@@ -279,7 +252,7 @@ class Job:
     if 'actor' in self.roles:
       sizes = [len(g) for g in self.groups]
       self.actor_proc = self._process(
-          remote.serve_actor, self.setup, self.make_agent, self.actor_addr,
+          remote.serve_actor, self.make_agent, self.actor_addr,
           sizes, args.actor_wait, name='actor')
     for index in self.mine:
       self._start_worker(index)
@@ -401,16 +374,70 @@ def _forget(proc):
   atexit.unregister(proc.kill)
 
 
-def _addr(value, key):
+def _addr(value):
   if not value:
     import portal
     return f'localhost:{portal.free_port()}'
-  try:
-    remote.parse_addr(value)
-  except ValueError:
-    raise ValueError(
-        f"{key} needs 'host:port' or a port, got {value!r}") from None
   return value
+
+
+def layout(args):
+  """(roles of this command, env ids of every worker, worker ids of this
+  command) from the run.* keys; ValueError naming the key on bad values.
+  Every command of a job computes the same groups, so worker ids agree."""
+  roles = str(args.parallel_roles)
+  mine_roles = ROLES if roles == 'all' else tuple(
+      r.strip() for r in roles.split(',') if r.strip())
+  if set(mine_roles) - set(ROLES) or not mine_roles:
+    raise ValueError(
+        f"run.parallel_roles needs 'all' or some of {', '.join(ROLES)} "
+        f'(comma-separated), got {roles!r}')
+  if mine_roles != ROLES and not (args.replay_addr and args.actor_addr):
+    raise ValueError(
+        'run.parallel_roles other than all needs run.replay_addr and '
+        'run.actor_addr, so the processes of all commands find each other')
+  for key in ('replay_addr', 'actor_addr'):
+    if args[key]:
+      try:
+        remote.parse_addr(args[key])
+      except ValueError:
+        raise ValueError(
+            f"run.{key} needs 'host:port' or a port, got {args[key]!r}"
+        ) from None
+  count = max(1, min(int(args.env_workers), int(args.envs)))
+  groups = [list(range(args.envs))[i::count] for i in range(count)]
+  ids = str(args.env_worker_ids).strip()
+  try:
+    mine = [int(i) for i in ids.split(',')] if ids else list(range(count))
+  except ValueError:
+    mine = [-1]
+  if not set(mine) <= set(range(count)):
+    raise ValueError(
+        f'run.env_worker_ids {ids!r} names workers outside 0..{count - 1} '
+        f'(run.env_workers {count})')
+  return mine_roles, groups, (mine if 'envs' in mine_roles else [])
+
+
+# Config checks (dreamerv3/validate.py) of the parallel script's keys.
+RANGES = ((r'run\.env_workers', 'int', 1, None),)
+
+
+def check(config):
+  if config.script != 'parallel':
+    return None
+  try:
+    layout(config.run)
+  except ValueError as e:
+    return str(e)
+  return None
+
+
+def check_processes(config, settings):
+  if config.script == 'parallel':
+    return (f'script parallel runs one learner; jax.distributed found '
+            f'{settings.num_processes} processes ({settings.source}): use '
+            'jax.distributed.mode off and one task')
+  return None
 
 
 class Rates:

@@ -538,13 +538,12 @@ class ActorServer:
     c['busy'] += time.perf_counter() - start
 
 
-def serve_actor(setup, make_agent, addr, sizes, wait):
-  """Process entry: the actor at addr until killed."""
+def serve_actor(make_agent, addr, sizes, wait):
+  """Process entry: the actor at addr until killed (make_agent sets JAX up
+  as the learner's process)."""
   child_setup()
   # On a GPU the learner holds most of the memory already.
   os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-  if setup:
-    setup()
   agent = make_agent()
   impl = ActorServer(agent, sizes, wait)
   srv = server(addr, 'Actor', 2)

@@ -2,6 +2,7 @@
 log, checkpoint. Resumes from the logdir's latest checkpoint."""
 
 import functools
+import os
 import time
 
 import elements
@@ -11,6 +12,28 @@ from embodied.core import Checkpoint, Driver, EnvCrashError, RatioLimiter
 from embodied.core import Preempted, Preemption
 
 from . import common
+
+# Config checks (dreamerv3/validate.py) of the run.* keys the loop reads.
+RANGES = (
+    (r'run\.steps', 'number', 1, None),
+    (r'run\.envs', 'int', 1, None),
+    (r'run\.(train_fill|env_max_restarts)', 'int', 0, None),
+    (r'run\.(report_batch|report_length)', 'int', 1, None),
+    (r'run\.train_ratio', 'number', 1e-9, None),
+)
+
+
+def check(config):
+  source = config.run.from_checkpoint
+  if source and checkpoint_find(os.path.expanduser(source)) is None:
+    return missing_checkpoint(source)
+  return None
+
+
+def missing_checkpoint(source):
+  return (f'run.from_checkpoint {source} holds no complete checkpoint: give '
+          'a logdir, its ckpt/ folder, one checkpoint folder or the '
+          'ckpt/latest file.')
 
 
 def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
@@ -68,6 +91,17 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   driver.reset(agent.init_policy)
   print(f'Start training at step {int(step):,} (until {int(args.steps):,}).')
 
+  def finish():
+    """Logs what is pending and saves, at the end or on an env crash."""
+    progress.clear()
+    agg.add(learner.flush(), prefix='train')
+    logger.add(agg.result())
+    logger.add(driver.stats())
+    logger.write()
+    checkpoint.save(int(step))
+    logger.close()
+    driver.close()
+
   try:
     while int(step) < args.steps:
       late = bool(args.duration and time.time() - start > args.duration)
@@ -111,23 +145,9 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   except EnvCrashError:
     # An env that keeps failing ends the run; the checkpoint keeps the
     # progress, so the run resumes from here once the env is fixed.
-    progress.clear()
-    logger.add(driver.stats())
-    logger.write()
-    learner.flush()
-    checkpoint.save(int(step))
-    logger.close()
-    driver.close()
+    finish()
     raise
-
-  progress.clear()
-  agg.add(learner.flush(), prefix='train')
-  logger.add(agg.result())
-  logger.add(driver.stats())
-  logger.write()
-  checkpoint.save(int(step))
-  logger.close()
-  driver.close()
+  finish()
   preempt.close()
   if stopped_by:
     raise Preempted(stopped_by, int(step))
@@ -139,9 +159,9 @@ def resume(checkpoint, from_checkpoint=''):
   if checkpoint.latest():
     checkpoint.load()
   elif from_checkpoint:
-    path = checkpoint_find(from_checkpoint)
-    if path is None:
-      raise FileNotFoundError(f'No complete checkpoint at {from_checkpoint}')
+    path = checkpoint_find(os.path.expanduser(from_checkpoint))
+    if path is None:  # Removed since the config was checked.
+      raise FileNotFoundError(missing_checkpoint(from_checkpoint))
     print(f'Initialising the agent from {path}')
     checkpoint.load(path, keys=['agent'])
 

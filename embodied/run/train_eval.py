@@ -9,6 +9,7 @@ import elements
 from embodied.core import Driver
 
 from . import common
+from .eval_only import RANGES  # noqa: F401 (its eval keys are ours too)
 from .train import train
 
 
@@ -20,7 +21,7 @@ def train_eval(make_agent, make_replay, make_env, make_logger, args):
     if not should_eval():
       return
     if 'driver' not in state:
-      fns = [functools.partial(make_env, 10000 + i)
+      fns = [functools.partial(make_env, i, role='eval')
              for i in range(args.eval_envs)]
       state['driver'] = Driver(fns, parallel=args.parallel_envs,
                                max_restarts=args.env_max_restarts)
