@@ -71,7 +71,8 @@ def openloop_grid(truth, pred, xp=np):
   stacked vertically, one column per sequence. Works on NumPy and, with
   xp=jax.numpy, inside jitted code."""
   truth = truth.astype(xp.float32)
-  pred = xp.clip(pred.astype(xp.float32), 0, 255)
+  # Rounded first, so the difference row is exactly that of the shown rows.
+  pred = xp.round(xp.clip(pred.astype(xp.float32), 0, 255))
   diff = xp.abs(truth - pred)
   video = xp.concatenate([truth, pred, diff], 2)  # [B, T, 3H, W, C]
   B, T, H3, W, C = video.shape
