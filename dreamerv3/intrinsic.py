@@ -12,13 +12,13 @@ The actor and the critic train on the mixed reward at every imagined step
     r = lambda * r_ext + (1 - lambda) * r_intr,
     r_intr = add_mean * mean_k r_k + scale * bonus,
 where r_ext is the reward head's prediction on the agent's own state. The
-reward is per step: the seed's formula averages the bracket over a window
+reward is per step: DreamerV3-XP's formula averages the bracket over a window
 t'..t+L, which is what the lambda-return over the imagined rollout already
-does (and the seed's sum has L + 1 terms over L and runs past the rollout's
+does (and that sum has L + 1 terms over L and runs past the rollout's
 end), so there is no second window.
 
 Options (config `agent.use_intrinsic`, default False, and `agent.intrinsic.*`,
-the seed's names where it has them):
+DreamerV3-XP's names where it has them):
   ensemble_size       K members (at least 2).
   learn_strategy      how the members differ:
     joint_mlp         K MLPs (`layers` hidden layers of `units`, RMSNorm,
@@ -45,7 +45,7 @@ the seed's names where it has them):
     prediction_error  (mean_k x_k - x)^2;
     max_disagreement  max_k (x_k - mean_k x_k)^2.
   add_mean            adds the members' mean reward mean_k r_k to r_intr
-                      (the seed's mean + variance).
+                      (DreamerV3-XP's mean + variance).
   normalize, scale, scale_rate, scale_floor
                       the bonus is in squared units, so with normalize it is
                       rescaled to the extrinsic reward's magnitude: scale =
@@ -64,7 +64,7 @@ the seed's names where it has them):
                       [0, 1] (all zeros when flat), slope = last - first and
                       lambda = sigmoid(slope / temperature) clipped to
                       [lambda_min, lambda_max]; lambda_start until `window`
-                      episodes have finished. The seed's prose says lambda
+                      episodes have finished. The method's prose says lambda
                       falls while returns improve, its code sets lambda =
                       sigmoid(slope), which rises: this follows the code
                       (improving returns weigh the extrinsic reward more).

@@ -6,9 +6,9 @@ as moving if it differs from the same pixel at any step j with |j - t| <= k
 of the training sequence; moving pixels weigh `alpha_strength` in the
 squared image error, all others 1. By default the window stops at episode
 starts (`is_first`), so a reset does not mark the whole frame as moving;
-`cross_episodes` reproduces the seed, whose window ignores episodes.
+`cross_episodes` lets the window span episodes, as the original method's did.
 
-Config (`dynamics.*`, the seed's names): masked_loss, k_steps,
+Config (`dynamics.*`, the original method's names): masked_loss, k_steps,
 alpha_strength, cross_episodes. An extension (dreamerv3/extensions.py)
 that fills the `recon_weights` seam only: no parameters, no structural keys,
 no host state.

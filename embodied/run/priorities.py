@@ -1,4 +1,4 @@
-"""Buffer-wide priority refresh (seed 003's uncertainty caching): every
+"""Buffer-wide priority refresh (uncertainty caching): every
 `every` train steps, recompute the uncertainty of every replay item with
 batched forward passes and replace all priorities.
 
