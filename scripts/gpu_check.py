@@ -45,15 +45,16 @@ TESTS = ['tests/test_bfloat16.py', 'tests/test_numerics.py',
 
 # Stage sizes on the GPU and in the CPU dry run.
 GPU = dict(
-    bench=['--configs', 'atari100k', 'size12m', '--bench.updates', '20',
-           '--bench.env_steps', '4000', '--bench.flops', 'False'],
+    bench=['train', '--configs', 'atari100k', 'size12m',
+           '--bench.updates', '20', '--bench.env_steps', '4000',
+           '--bench.flops', 'False'],
     train=['--configs', 'atari100k', 'size12m'],
     tests=TESTS, caps=dict(bench16=170, bench32=100, tests=150),
     min_train=60, stop=None)
 CPU = dict(
-    bench=['--configs', 'debug', '--task', 'dummy_vector', '--bench.updates',
-           '2', '--bench.env_steps', '200', '--bench.flops', 'False',
-           '--bench.warmup', '2'],
+    bench=['train', '--configs', 'debug', '--task', 'dummy_vector',
+           '--bench.updates', '2', '--bench.env_steps', '200',
+           '--bench.flops', 'False', '--bench.warmup', '2'],
     train=['--configs', 'atari100k', 'debug', '--env.size', '16,16',
            '--run.train_ratio', '32', '--agent.enc.mults', '2,2',
            '--agent.dec.mults', '2,2', '--env.atari100k.max_frames', '100'],

@@ -6,6 +6,7 @@ runs, next to published baselines.
   python scripts/scores.py ~/exp --plot curves.png \\
       --baseline ../shared/baselines/atari100k-dreamerv3.json.gz
   python scripts/scores.py --baseline FILE.json.gz   # published numbers only
+  python scripts/scores.py ~/logdir/crafter --achievements   # Crafter score
 
 A logdir is a directory with a `scores.jsonl` (one JSON object per line with
 `step` and e.g. `episode/score`) and a `config.yaml` (for `task` and `seed`).
@@ -39,6 +40,16 @@ Definitions (also printed with the table):
   env steps our runs of that task reached, so its final score (mean of its
   last N points, which are episodes or per-interval averages as published)
   compares like for like.
+- Crafter score (--crafter; --achievements also prints each achievement's
+  success rate): read from each logdir's metrics.jsonl, where every finished
+  Crafter episode left <prefix>/achievement_<name>_mean = 0 or 1
+  (embodied/envs/crafter.py), with the prefix of --metric (episode, or
+  eval_episode). An achievement's success rate is the percent of all the
+  run's episodes that unlocked it; the score is exp(mean_i ln(1 + s_i)) - 1
+  over the 22 achievements (Hafner 2021). The in-run figure
+  episode/crafter_score_mean is the same formula over one env worker's
+  episodes so far; this pools all workers. With several runs, also the
+  mean and standard deviation of their scores.
 """
 
 import argparse
@@ -137,24 +148,25 @@ class Run:
 
 # Reading our logdirs.
 
-def find_logdirs(paths):
-  """Each path is a logdir or a directory searched for logdirs below it."""
+def find_logdirs(paths, name='scores.jsonl'):
+  """Each path is a logdir (a directory with the file `name`) or a
+  directory searched for logdirs below it."""
   found = []
   for path in map(pathlib.Path, paths):
     if not path.exists():
       raise ScoresError(f'{path}: no such file or directory')
     if path.is_file():
-      if path.name == 'scores.jsonl':
+      if path.name == name:
         found.append(path.parent)
         continue
       raise ScoresError(f'{path}: expected a logdir (a directory with '
-                        'scores.jsonl), got a file')
-    if (path / 'scores.jsonl').is_file():
+                        f'{name}), got a file')
+    if (path / name).is_file():
       found.append(path)
       continue
-    below = sorted(p.parent for p in path.rglob('scores.jsonl') if p.is_file())
+    below = sorted(p.parent for p in path.rglob(name) if p.is_file())
     if not below:
-      raise ScoresError(f'{path}: no scores.jsonl in it or below it')
+      raise ScoresError(f'{path}: no {name} in it or below it')
     found += below
   unique = []  # A logdir given twice (or inside a given parent) counts once.
   for path in found:
@@ -566,6 +578,82 @@ def plot(runs, path, window=10):
   plt.close(fig)
 
 
+# Crafter.
+
+def crafter_module():
+  """embodied/envs/crafter.py (only this mode needs the repository's
+  package)."""
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+  from embodied.envs import crafter
+  return crafter
+
+
+def crafter_rates(path, prefix='episode'):
+  """(episodes, {achievement: percent}) from one metrics.jsonl."""
+  names = crafter_module().ACHIEVEMENTS
+  keys = {n: f'{prefix}/achievement_{n}_mean' for n in names}
+  counts = np.zeros(len(names))
+  episodes = 0
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        raise ScoresError(f'{path}:{number}: malformed JSON') from None
+      if keys[names[0]] not in row:
+        continue  # Not an episode's line.
+      missing = [k for k in keys.values() if k not in row]
+      if missing:
+        raise ScoresError(f'{path}:{number}: lacks {missing[0]}')
+      counts += [row[keys[n]] > 0 for n in names]
+      episodes += 1
+  rates = 100 * counts / max(episodes, 1)
+  return episodes, dict(zip(names, rates.tolist()))
+
+
+def crafter_runs(paths, prefix):
+  """[{logdir, episodes, score, rates}] of the runs with Crafter episodes."""
+  crafter_score = crafter_module().crafter_score
+  runs = []
+  for logdir in find_logdirs(paths, 'metrics.jsonl'):
+    episodes, rates = crafter_rates(logdir / 'metrics.jsonl', prefix)
+    if not episodes:
+      print(f'warning: {logdir}: no Crafter episodes under {prefix}/; '
+            'skipped', file=sys.stderr)
+      continue
+    runs.append({'logdir': str(logdir), 'episodes': episodes,
+                 'score': crafter_score(list(rates.values())),
+                 'rates': rates})
+  return runs
+
+
+def crafter_main(args):
+  prefix = args.metric.split('/')[0]
+  try:
+    runs = crafter_runs(args.logdirs, prefix)
+  except ScoresError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  scores = [run['score'] for run in runs]
+  if args.json:
+    summary = {'mean': float(np.mean(scores)), 'std': float(np.std(scores))} \
+        if scores else {}
+    print(json.dumps({'prefix': prefix, 'runs': runs, **summary}, indent=1))
+    return 0
+  for run in runs:
+    print(f"{run['logdir']}: score {run['score']:.2f}% over "
+          f"{run['episodes']} episodes")
+    if args.achievements:
+      for name, rate in run['rates'].items():
+        print(f'  {name:20s} {rate:6.2f}%')
+  if len(scores) > 1:
+    print(f'mean {np.mean(scores):.2f}% std {np.std(scores):.2f}% over '
+          f'{len(scores)} runs')
+  return 0
+
+
 # Command line.
 
 def parse_args(argv):
@@ -593,7 +681,16 @@ def parse_args(argv):
                       'average window of the plotted curves, in points')
   parser.add_argument('--json', action='store_true',
                       help='print machine-readable JSON instead of tables')
+  parser.add_argument('--crafter', action='store_true',
+                      help='instead: the Crafter score of each logdir, '
+                      'pooled over its episodes in metrics.jsonl (prefix '
+                      'from --metric)')
+  parser.add_argument('--achievements', action='store_true',
+                      help='--crafter and each achievement\'s success rate')
   args = parser.parse_args(argv)
+  args.crafter = args.crafter or args.achievements
+  if args.crafter and not args.logdirs:
+    parser.error('--crafter needs logdirs')
   if not args.logdirs and not args.baseline:
     parser.error('give at least one logdir or --baseline file')
   if args.last < 1:
@@ -609,6 +706,8 @@ def parse_args(argv):
 
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  if args.crafter:
+    return crafter_main(args)
   try:
     ours = []
     for logdir in find_logdirs(args.logdirs) if args.logdirs else []:

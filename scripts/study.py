@@ -24,6 +24,28 @@ ROOT/experiment.json (scripts/scores.py prints them with the results).
 runs' flags, one per line) and ROOT/slurm/<name>.sh, which submits them as a
 job array through scripts/slurm/array.sbatch, and prints its path; run it
 to submit.
+
+Named studies (--study NAME) fill in the methods, seeds and root (given
+ones override):
+  learning  the learning suite that checks the agent still learns: each
+            block of SUITE (cartpole, pendulum, minatar; --methods picks
+            some) with its seeds and --run.steps budget into
+            ROOT/<block>/seed<k>, then a report of each run's mean of the
+            last 10 training episodes that ended by each marked env step
+            and, for a task with a hold level, the lowest such mean after
+            the run first reached it. --report only prints the report.
+            Hours of CPU; figures go to docs/results.md.
+  run_standard_dreamer, run_replay_buffer_experiment,
+  run_latent_disagreement_experiment_exp_decay,
+  run_latent_disagreement_experiment_ema
+            the DreamerV3-XP experiments: their method block (uniform,
+            xp_replay, disagreement_exp_decay, disagreement_slope_ema),
+            seed 0, ROOT ~/logdir/experiments/<name>, --name <name>.
+
+  python scripts/study.py --study learning --root ~/logdir/suite --parallel 2
+  python scripts/study.py --study learning --root ~/logdir/suite --report
+  python scripts/study.py --study run_standard_dreamer --seeds 0 1 \\
+      --configs atari100k size12m --tasks atari100k_krull atari100k_boxing
 """
 
 import argparse
@@ -36,7 +58,28 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# The DreamerV3-XP experiments: study name -> the method blocks it runs.
+EXPERIMENTS = {
+    'run_standard_dreamer': ['uniform'],
+    'run_replay_buffer_experiment': ['xp_replay'],
+    'run_latent_disagreement_experiment_exp_decay': ['disagreement_exp_decay'],
+    'run_latent_disagreement_experiment_ema': ['disagreement_slope_ema'],
+}
+# The learning suite: config block -> seeds, env-step budget, report marks,
+# optional hold level.
+SUITE = {
+    'cartpole': dict(seeds=[5, 6, 7], steps=14000, marks=[4000, 8000, 14000],
+                     hold=400),
+    'pendulum': dict(seeds=[0, 1, 2], steps=10000,
+                     marks=[2000, 4000, 6000, 8000, 10000]),
+    'minatar': dict(seeds=[0], steps=40000,
+                    marks=[10000, 20000, 30000, 40000]),
+}
+STUDIES = ('learning', *EXPERIMENTS)
 
 
 def command(args, run, python=None):
@@ -53,10 +96,16 @@ def parse(argv):
   if '--' in argv:
     extra = argv[argv.index('--') + 1:]
     argv = argv[:argv.index('--')]
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--root', required=True)
-  parser.add_argument('--methods', nargs='+', required=True)
-  parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+  parser = argparse.ArgumentParser(
+      description=__doc__.split('\n')[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog=__doc__[__doc__.index('Named studies'):])
+  parser.add_argument('--study', choices=STUDIES, metavar='NAME',
+                      help=f'a named study: {", ".join(STUDIES)} (below)')
+  parser.add_argument('--root', default='')
+  parser.add_argument('--methods', nargs='+', default=[])
+  parser.add_argument('--seeds', nargs='+', type=int, default=None,
+                      help='default: 0 1 2, or the named study\'s')
   parser.add_argument('--tasks', nargs='+', default=[],
                       help='tasks (--task of main.py); default: the configs')
   parser.add_argument('--configs', nargs='*', default=[])
@@ -64,6 +113,8 @@ def parse(argv):
   parser.add_argument('--name', default='',
                       help='experiment name, stored in ROOT/experiment.json')
   parser.add_argument('--description', default='')
+  parser.add_argument('--report', action='store_true',
+                      help='--study learning: only print its report')
   parser.add_argument('--dry', action='store_true',
                       help='print the commands only')
   parser.add_argument('--slurm', action='store_true',
@@ -76,11 +127,40 @@ def parse(argv):
   args.extra = extra
   if args.parallel < 1:
     parser.error(f'--parallel must be at least 1, got {args.parallel}')
+  named_study(parser, args)
+  if not args.root:
+    parser.error('--root is required')
+  if not args.methods:
+    parser.error('--methods is required (or --study NAME)')
   blocks = _blocks()
   for name in [*args.configs, *args.methods]:
     if name not in blocks:
       parser.error(f"Unknown config block '{name}'")
   return args
+
+
+def named_study(parser, args):
+  """Fills in what --study decides where not given, and refuses what it
+  does not take. The learning suite keeps seeds None for its blocks' own."""
+  if args.report and args.study != 'learning':
+    parser.error('--report is for --study learning; report other studies '
+                 'with python scripts/scores.py ROOT')
+  if args.study == 'learning':
+    for option in ('tasks', 'configs', 'slurm'):
+      if getattr(args, option):
+        parser.error(f'--study learning runs its blocks without --{option}')
+    args.methods = args.methods or list(SUITE)
+    for name in args.methods:
+      if name not in SUITE:
+        parser.error(f"'{name}' is not in the learning suite: choose from "
+                     f"{', '.join(SUITE)}")
+    return
+  if args.study:
+    args.methods = args.methods or EXPERIMENTS[args.study]
+    args.seeds = args.seeds or [0]
+    args.root = args.root or f'~/logdir/experiments/{args.study}'
+    args.name = args.name or args.study
+  args.seeds = [0, 1, 2] if args.seeds is None else args.seeds
 
 
 def runs(args, root):
@@ -161,6 +241,14 @@ def slurm_script(args, root, todo):
 def main(argv=None):
   args = parse(sys.argv[1:] if argv is None else argv)
   root = pathlib.Path(os.path.expanduser(args.root))
+  if args.study == 'learning':
+    return learning(args, root)
+  return execute(args, root)
+
+
+def execute(args, root):
+  """Runs (or with --dry prints, with --slurm submits) the unfinished runs;
+  returns the exit status."""
   todo = []
   for run in runs(args, root):
     if (run[3] / 'done').exists():
@@ -216,6 +304,71 @@ def main(argv=None):
   print(f'All runs done. Plot: python scripts/scores.py {root} '
         f'--plot study.png')
   return 0
+
+
+# The learning suite.
+
+def learning(args, root):
+  """Runs each block of the suite to its budget (one study per block),
+  then prints the report."""
+  failed = 0
+  if not args.report:
+    for name in args.methods:
+      spec = SUITE[name]
+      block = argparse.Namespace(**{
+          **vars(args), 'methods': [name],
+          'seeds': args.seeds or spec['seeds'],
+          'extra': ['--run.steps', str(spec['steps']), *args.extra]})
+      failed |= execute(block, root)
+  if not args.dry:
+    print(learning_report(root, args.methods, args.seeds))
+  return failed
+
+
+def last_mean_at(xs, ys, step, last=10):
+  """Mean of the last `last` episodes that ended at or before `step`."""
+  ys = np.asarray(ys)[np.asarray(xs) <= step]
+  return float(ys[-last:].mean()) if len(ys) else float('nan')
+
+
+def held_min(xs, ys, level, last=10):
+  """Lowest running last-10 mean after it first reached `level` (None if
+  it never did)."""
+  ys = np.asarray(ys, np.float64)
+  means = [ys[max(0, i + 1 - last):i + 1].mean() for i in range(len(ys))]
+  reached = [i for i, m in enumerate(means) if m >= level]
+  return float(min(means[reached[0]:])) if reached else None
+
+
+def learning_report(root, names, seeds=None):
+  """Markdown tables, one per block: each seed's last-10 mean at the
+  block's marks (and the lowest one after its hold level)."""
+  sys.path.insert(0, str(ROOT / 'scripts'))
+  import scores
+  lines = []
+  for name in names:
+    spec = SUITE[name]
+    header = ['run', 'env steps'] + [f'@{m:,}' for m in spec['marks']]
+    if spec.get('hold'):
+      header.append(f'min after {spec["hold"]}')
+    lines.append(f'## {name}')
+    lines.append('| ' + ' | '.join(header) + ' |')
+    lines.append('|' + ' --- |' * len(header))
+    for seed in seeds or spec['seeds']:
+      logdir = root / name / f'seed{seed}'
+      run = scores.load_run(logdir) if (logdir / 'scores.jsonl').exists() \
+          else None
+      if run is None:
+        lines.append(f'| seed {seed} | not run |')
+        continue
+      row = [f'seed {seed}', f'{int(run.steps):,}']
+      row += [f'{last_mean_at(run.xs, run.ys, m):.1f}' for m in spec['marks']]
+      if spec.get('hold'):
+        low = held_min(run.xs, run.ys, spec['hold'])
+        row.append('never reached' if low is None else f'{low:.1f}')
+      lines.append('| ' + ' | '.join(row) + ' |')
+    lines.append('')
+  return '\n'.join(lines)
 
 
 def _blocks():

@@ -1,6 +1,7 @@
 """Crafter against the real package: spaces, episode ends, achievement logs
 and the Crafter score."""
 
+import importlib.util
 import json
 import math
 import os
@@ -233,12 +234,13 @@ def test_main_crafter_debug_run(tmp_path):
     assert 0 <= row['episode/crafter_score_mean'] <= 100
 
 
-def test_score_script_pools_episodes(tmp_path):
-  sys.path.insert(0, str(ROOT / 'scripts'))
-  try:
-    import crafter_score as script
-  finally:
-    sys.path.remove(str(ROOT / 'scripts'))
+def test_score_script_pools_episodes(tmp_path, capsys):
+  """scripts/scores.py --crafter: rates pooled over all episodes of a run,
+  and its score by hand."""
+  spec = importlib.util.spec_from_file_location(
+      'scores', ROOT / 'scripts' / 'scores.py')
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
   rows = []
   for unlocked in (['collect_wood'], ['collect_wood', 'wake_up'], [], []):
     row = {'step': 1, 'episode/score': 0.0}
@@ -248,10 +250,16 @@ def test_score_script_pools_episodes(tmp_path):
   rows.insert(2, {'step': 2, 'train/loss': 1.0})
   (tmp_path / 'metrics.jsonl').write_text(
       ''.join(json.dumps(r) + '\n' for r in rows))
-  episodes, rates = script.success_rates(tmp_path / 'metrics.jsonl')
+  episodes, rates = script.crafter_rates(tmp_path / 'metrics.jsonl')
   assert episodes == 4
   assert rates['collect_wood'] == 50 and rates['wake_up'] == 25
   assert sum(rates.values()) == 75
   # By hand: exp((ln 51 + ln 26) / 22) - 1.
   expected = math.exp((math.log(51) + math.log(26)) / 22) - 1
-  assert script.main([str(tmp_path)]) == [pytest.approx(expected)]
+  assert script.main([str(tmp_path), '--crafter']) == 0
+  assert capsys.readouterr().out == (
+      f'{tmp_path}: score {expected:.2f}% over 4 episodes\n')
+  assert script.main([str(tmp_path), '--achievements', '--json']) == 0
+  (run,) = json.loads(capsys.readouterr().out)['runs']
+  assert run['score'] == pytest.approx(expected) and run['episodes'] == 4
+  assert run['rates'] == rates

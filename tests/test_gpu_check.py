@@ -14,7 +14,9 @@ from scripts import bench, gpu_check  # noqa: E402
 
 def test_gpu_stages_parse():
   # The GPU sizes are never run here: their flags must still parse.
-  options, rest = bench.split_args(gpu_check.GPU['bench'])
+  name, *argv = gpu_check.GPU['bench']
+  assert name == 'train' and gpu_check.CPU['bench'][0] == 'train'
+  options, rest = bench.split_args(name, argv)
   assert options['updates'] == 20 and not options['flops']
   config = dmain.parse(rest)
   assert config.agent.dyn.deter == 2048 and config.task == 'atari100k_pong'

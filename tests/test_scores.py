@@ -260,3 +260,54 @@ def test_until_compares_runs_at_one_budget(tmp_path, capsys):
   assert row['method'] == 'a' and row['final'] == pytest.approx(2.5)
   assert row['steps_max'] == 1000
   assert 'no episodes by step 1000' in err  # Run b starts later.
+
+
+# Crafter.
+
+def crafter_metrics(logdir, episodes, prefix='episode'):
+  """A metrics.jsonl with one line per episode (the achievements it
+  unlocked) between lines of other metrics."""
+  from embodied.envs.crafter import ACHIEVEMENTS
+  logdir.mkdir(parents=True)
+  rows = []
+  for unlocked in episodes:
+    rows.append({'step': 1, 'train/loss': 1.0})
+    rows.append({'step': 2, **{f'{prefix}/achievement_{n}_mean':
+                               float(n in unlocked) for n in ACHIEVEMENTS}})
+  (logdir / 'metrics.jsonl').write_text(
+      ''.join(json.dumps(r) + '\n' for r in rows))
+
+
+def test_crafter_scores_pooled_per_run(tmp_path, capsys):
+  import math
+  crafter_metrics(tmp_path / 'a' / 'seed0', [['wake_up'], []])
+  crafter_metrics(tmp_path / 'a' / 'seed1', [['wake_up', 'eat_cow']] * 4)
+  crafter_metrics(tmp_path / 'b', [['wake_up']], prefix='eval_episode')
+  code, out, _ = run_main([tmp_path / 'a', '--achievements'], capsys)
+  assert code == 0
+  score = lambda *rates: math.exp(sum(map(math.log1p, rates)) / 22) - 1
+  first, second = score(50), score(100, 100)
+  lines = out.splitlines()
+  assert lines[0] == f'{tmp_path}/a/seed0: score {first:.2f}% over 2 episodes'
+  assert '  wake_up               50.00%' in lines
+  assert '  eat_cow              100.00%' in lines
+  assert len(lines) == 2 * (1 + 22) + 1
+  mean, std = (first + second) / 2, abs(first - second) / 2
+  assert lines[-1] == f'mean {mean:.2f}% std {std:.2f}% over 2 runs'
+  # Eval episodes: the prefix of --metric; training ones are not counted.
+  code, out, _ = run_main([tmp_path / 'b', '--crafter', '--metric',
+                           'eval_episode/score'], capsys)
+  assert out == f'{tmp_path}/b: score {score(100):.2f}% over 1 episodes\n'
+  code, out, err = run_main([tmp_path / 'b', '--crafter'], capsys)
+  assert code == 0 and out == ''
+  assert err == (f'warning: {tmp_path}/b: no Crafter episodes under '
+                 'episode/; skipped\n')
+  code, out, _ = run_main([tmp_path / 'a', '--crafter', '--json'], capsys)
+  result = json.loads(out)
+  assert [r['episodes'] for r in result['runs']] == [2, 4]
+  assert result['mean'] == pytest.approx(mean)
+  assert result['std'] == pytest.approx(std)
+  (tmp_path / 'b' / 'metrics.jsonl').write_text(
+      '{"step": 1, "episode/achievement_collect_coal_mean": 1}\n')
+  code, _, err = run_main([tmp_path / 'b', '--crafter'], capsys)
+  assert code == 2 and 'metrics.jsonl:1: lacks episode/achievement_' in err

@@ -1,5 +1,6 @@
-"""scripts/study.py and scripts/experiments.py: run layout over tasks,
-methods and seeds, experiment.json, the job array submit script; and
+"""scripts/study.py: run layout over tasks, methods and seeds,
+experiment.json, the job array submit script, the named studies (the
+DreamerV3-XP experiments and the learning suite with its report); and
 scripts/scores.py reading that layout. Nothing is trained."""
 
 import json
@@ -14,7 +15,6 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'scripts'))
 
-import experiments  # noqa: E402
 import scores  # noqa: E402
 import study  # noqa: E402
 
@@ -135,27 +135,80 @@ def test_slurm_array_script_and_experiment_json(tmp_path, capsys):
       info['created']
 
 
-def test_experiments_map_to_study(tmp_path, capsys):
-  argv = experiments.study_args([
-      'run_latent_disagreement_experiment_exp_decay', '--name', 'LRD',
-      '--description', 'exp decay', '--num_seeds', '3', '--root',
-      str(tmp_path), '--tasks', 'dummy_disc', '--configs', 'debug',
-      '--parallel', '2', '--slurm', '--', '--run.steps', '10'])
-  assert argv[argv.index('--methods') + 1] == 'disagreement_exp_decay'
-  assert argv[argv.index('--seeds') + 1:argv.index('--parallel')] == [
-      '0', '1', '2']
-  assert '--slurm' in argv and argv[-2:] == ['--run.steps', '10']
+def test_experiment_studies(tmp_path, capsys):
+  cmds = dry(capsys, [
+      '--study', 'run_latent_disagreement_experiment_exp_decay', '--seeds',
+      '0', '1', '2', '--root', str(tmp_path), '--tasks', 'dummy_disc',
+      '--configs', 'debug', '--', '--run.steps', '10'])
+  assert [flag(c, '--seed') for c in cmds] == ['0', '1', '2']
+  assert all(c[c.index('--configs') + 1:][:2] == [
+      'debug', 'disagreement_exp_decay'] for c in cmds)
+  assert all(c[-2:] == ['--run.steps', '10'] for c in cmds)
   for name, block in [('run_standard_dreamer', 'uniform'),
                       ('run_replay_buffer_experiment', 'xp_replay'),
                       ('run_latent_disagreement_experiment_ema',
                        'disagreement_slope_ema')]:
-    assert experiments.main([name, '--root', str(tmp_path / name),
-                             '--num_seeds', '2', '--configs', 'debug',
-                             '--dry']) == 0
-    lines = [l for l in capsys.readouterr().out.splitlines() if 'main.py' in l]
-    assert len(lines) == 2 and all(f' {block} ' in l for l in lines)
+    cmds = dry(capsys, ['--study', name, '--root', str(tmp_path / name),
+                        '--configs', 'debug'])
+    # Seed 0 unless --seeds says otherwise.
+    assert [flag(c, '--logdir') for c in cmds] == [
+        str(tmp_path / name / block / 'seed0')]
+  # --methods replaces the study's blocks; the root has a default.
+  args = study.parse(['--study', 'run_standard_dreamer', '--methods',
+                      'xp_disagreement_exp_decay'])
+  assert args.methods == ['xp_disagreement_exp_decay']
+  assert args.root == '~/logdir/experiments/run_standard_dreamer'
+  assert args.name == 'run_standard_dreamer' and args.seeds == [0]
   with pytest.raises(SystemExit):
-    experiments.study_args(['run_nothing'])
+    study.parse(['--study', 'run_nothing'])
+  with pytest.raises(SystemExit):
+    study.parse(['--study', 'run_standard_dreamer', '--report'])
+
+
+def test_learning_study_runs_each_block_to_its_budget(tmp_path, capsys):
+  cmds = dry(capsys, ['--study', 'learning', '--root', str(tmp_path)])
+  got = [(c[c.index('--configs') + 1], flag(c, '--seed'),
+          flag(c, '--run.steps'), flag(c, '--logdir')) for c in cmds]
+  want = [(name, str(seed), str(spec['steps']),
+           str(tmp_path / name / f'seed{seed}'))
+          for name, spec in study.SUITE.items() for seed in spec['seeds']]
+  assert got == want
+  cmds = dry(capsys, ['--study', 'learning', '--root', str(tmp_path),
+                      '--methods', 'pendulum', '--seeds', '9', '--',
+                      '--jax.platform', 'cpu'])
+  assert len(cmds) == 1 and flag(cmds[0], '--seed') == '9'
+  assert cmds[0][-4:] == ['--run.steps', '10000', '--jax.platform', 'cpu']
+  for argv in (['--methods', 'uniform'], ['--tasks', 'dummy_disc'],
+               ['--slurm']):
+    with pytest.raises(SystemExit):
+      study.parse(['--study', 'learning', '--root', str(tmp_path), *argv])
+
+
+def test_learning_report(tmp_path, capsys):
+  # cartpole seed 5: episodes ending every 1000 env steps with scores 100,
+  # 200, ..., 1000, then six of 0; seed 6 never reaches 400; seed 7 not run.
+  for seed, ys in ((5, [100 * i for i in range(1, 11)] + [0] * 6),
+                   (6, [50] * 15)):
+    logdir = tmp_path / 'cartpole' / f'seed{seed}'
+    logdir.mkdir(parents=True)
+    (logdir / 'config.yaml').write_text('task: gym_CartPole-v1\n')
+    (logdir / 'scores.jsonl').write_text(''.join(
+        json.dumps({'step': 1000 * (i + 1), 'episode/score': y}) + '\n'
+        for i, y in enumerate(ys)))
+  assert study.main(['--study', 'learning', '--root', str(tmp_path),
+                     '--methods', 'cartpole', '--report']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[:3] == [
+      '## cartpole', '| run | env steps | @4,000 | @8,000 | @14,000 | '
+      'min after 400 |', '| --- | --- | --- | --- | --- | --- |']
+  # @4k: mean of 100..400; @8k: of 100..800; @14k: of the last 10 by then
+  # (500..1000 and four 0). The running last-10 mean first reaches 400 at
+  # the 7th episode and is lowest at the end (700..1000 and six 0: 340).
+  assert lines[3] == '| seed 5 | 16,000 | 250.0 | 450.0 | 450.0 | 340.0 |'
+  assert lines[4] == ('| seed 6 | 15,000 | 50.0 | 50.0 | 50.0 | never '
+                      'reached |')
+  assert lines[5] == '| seed 7 | not run |'
+  assert not list(tmp_path.glob('*/*/done'))  # --report runs nothing.
 
 
 def test_scores_reads_task_method_seed_layout(tmp_path, capsys):

@@ -1,8 +1,8 @@
 """scripts/play.py and scripts/dream.py on the checkpoint of a short
-dummy_block run, as a user runs them: exit status, videos written, the
-run's logdir byte-for-byte untouched, --step driven from piped stdin; and
-scripts/view.py serving the run through TensorBoard (skipped when
-tensorboard is not installed)."""
+dummy_block run (conftest.py's tiny_run), as a user runs them: exit status,
+videos and pictures written, the run's logdir byte-for-byte untouched,
+--step driven from piped stdin; and scripts/view.py serving the run through
+TensorBoard (skipped when tensorboard is not installed)."""
 
 import hashlib
 import json
@@ -14,6 +14,7 @@ import time
 import urllib.parse
 import urllib.request
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -37,18 +38,9 @@ def tree_hash(path):
 
 
 @pytest.fixture(scope='module')
-def logdir(tmp_path_factory):
+def logdir(tiny_run):
   """A finished short run with a checkpoint, replay and TensorBoard logs."""
-  logdir = tmp_path_factory.mktemp('run') / 'block'
-  cmd = [sys.executable, str(ROOT / 'dreamerv3' / 'main.py'),
-         '--configs', 'debug', '--task', 'dummy_block', '--logdir',
-         str(logdir), '--env.size', '16,16', '--agent.enc.mults', '2,2',
-         '--agent.dec.mults', '2,2', '--run.steps', '120',
-         '--run.log_every', '1', '--logger.outputs',
-         'terminal,jsonl,tensorboard', '--jax.cache_dir', '']
-  result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  return logdir
+  return tiny_run[0]
 
 
 def test_play_writes_video_and_leaves_logdir(logdir, tmp_path):
@@ -103,10 +95,29 @@ def test_tools_refuse_logdir_without_checkpoint(tmp_path, script):
   assert 'no complete checkpoint' in result.stderr
 
 
-def test_tools_refuse_output_inside_logdir(logdir):
+@pytest.mark.parametrize('mode', [[], ['--masks']])
+def test_tools_refuse_output_inside_logdir(logdir, mode):
   before = tree_hash(logdir)
-  result = run_script('dream.py', '--logdir', logdir, '--out', logdir)
+  result = run_script('dream.py', '--logdir', logdir, '--out', logdir, *mode)
   assert result.returncode == 2 and 'inside the run logdir' in result.stderr
+  assert tree_hash(logdir) == before
+
+
+def test_dream_masks_picture(logdir, tmp_path, capsys):
+  # In this process: --masks loads no agent, so a process of its own would
+  # only add start-up time (tests/test_masking.py checks the mask pixels).
+  import importlib.util
+  from PIL import Image
+  spec = importlib.util.spec_from_file_location('dream', SCRIPTS / 'dream.py')
+  dream = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(dream)
+  before = tree_hash(logdir)
+  assert dream.main(['--logdir', str(logdir), '--masks', '--length', '4',
+                     '--out', str(tmp_path / 'out')]) == 0
+  assert 'Moving pixels: ' in capsys.readouterr().out
+  picture = np.asarray(Image.open(tmp_path / 'out' / 'mask_strip_image.png'))
+  # 2 sequences of frame + mask rows, 4 frames of 16 + 2 pixels, scale 2.
+  assert picture.shape == (2 * 2 * 18 * 2, 4 * 18 * 2, 3)
   assert tree_hash(logdir) == before
 
 
@@ -140,7 +151,7 @@ def test_viewer_serves_scalars(logdir):
     page = _get(base + '/')
     assert b'<html' in page.lower() or b'tf-tensorboard' in page
     tags = json.loads(_get(base + '/data/plugin/scalars/tags'))
-    run = 'block/tensorboard'
+    run = f'{logdir.name}/tensorboard'
     assert run in tags and 'episode/score' in tags[run], tags
     query = urllib.parse.urlencode({'run': run, 'tag': 'episode/score'})
     series = json.loads(_get(f'{base}/data/plugin/scalars/scalars?{query}'))

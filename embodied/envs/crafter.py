@@ -11,7 +11,7 @@ last, where the run loop's Episodes logger (which skips NaN) picks them up:
   episode/achievement_<name>_mean is that episode's success (0/1).
 - log/crafter_score: the Crafter score over all episodes this env instance
   has finished so far, a running estimate of the benchmark number for the
-  run (one per env worker; scripts/crafter_score.py pools all episodes).
+  run (one per env worker; scripts/scores.py --crafter pools all episodes).
 - log/return: the episode's sum of the task reward.
 Cut episodes with env.crafter.episode_length, not env.length: the env must
 see the episode end to report them.
