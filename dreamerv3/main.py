@@ -16,6 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import elements  # noqa: E402
+import numpy as np  # noqa: E402
 import ruamel.yaml as yaml  # noqa: E402
 
 import embodied  # noqa: E402
@@ -26,7 +27,7 @@ from dreamerv3.validate import ConfigError  # noqa: E402
 # Keys outside the agent and the env suites that shape stored data, with
 # the meaning of a missing key in an older logdir (see structural_keys).
 STRUCTURAL = (
-    (r'task|env\.size', None),
+    (r'task|env\.size|run\.seeds', None),
     (r'replay\.chunksize|replay\.fracs\..*', None),
 )
 
@@ -42,7 +43,63 @@ OUTPUTS = {'terminal': None, 'jsonl': None, 'videos': 'av', 'scope': 'scope',
            'tensorboard': 'tensorboardX', 'wandb': 'wandb'}
 
 
+def member_seeds(config):
+  """run.seeds -> the seeds of the run's members: a count N gives seed ..
+  seed + N - 1, a comma-separated list those seeds. ValueError naming the
+  key on bad input."""
+  text = str(config.run.seeds)
+  parts = [p.strip() for p in text.split(',') if p.strip()]
+  try:
+    values = [int(p) for p in parts]
+  except ValueError:
+    values = []
+  if not values:
+    raise ValueError(f'run.seeds needs a count or a comma-separated list of '
+                     f'seeds, got {text!r}')
+  if len(values) == 1:
+    if values[0] < 1:
+      raise ValueError(f'run.seeds must be at least 1, got {values[0]}')
+    values = [config.seed + i for i in range(values[0])]
+  if len(set(values)) < len(values):
+    raise ValueError(f'run.seeds lists a seed twice: {text}')
+  if not all(0 <= v < 2 ** 31 for v in values):
+    raise ValueError(f'run.seeds must be between 0 and {2 ** 31 - 1}: {text}')
+  return values
+
+
+def member_config(config, k):
+  """Member k's config: its seed and logdir LOGDIR/seed<s>; a run of one
+  seed is its own member."""
+  seeds = member_seeds(config)
+  if len(seeds) == 1:
+    return config
+  return config.update({'seed': seeds[k], 'run.seeds': '1',
+                        'logdir': f'{config.logdir}/seed{seeds[k]}'})
+
+
+def _check_members(config):
+  try:
+    count = len(member_seeds(config))
+  except ValueError as e:
+    return str(e)
+  if count == 1:
+    return None
+  for refused, reason in (
+      (config.script == 'parallel', 'script parallel'),
+      (config.replay.device != 'host', 'replay.device accelerator'),
+      (config.replay.cache_every, 'replay.cache_every (buffer-wide '
+       'priority refreshes)'),
+      (config.jax.policy_devices, 'jax.policy_devices')):
+    if refused:
+      return f'run.seeds {config.run.seeds} ({count} seeds in one program) ' \
+             f'does not work with {reason} yet: run the seeds separately'
+  return None
+
+
 def check(config):
+  error = _check_members(config)
+  if error:
+    return error
   for output in config.logger.outputs:
     if output not in OUTPUTS:
       return (f"Unknown logger output '{output}' (logger.outputs): choose "
@@ -50,6 +107,40 @@ def check(config):
     if OUTPUTS[output] and importlib.util.find_spec(OUTPUTS[output]) is None:
       return (f"logger.outputs has '{output}' but {OUTPUTS[output]} is not "
               f"installed: pip install {OUTPUTS[output]}")
+  return None
+
+
+def check_processes(config, settings):
+  if len(member_seeds(config)) > 1:
+    return (f'run.seeds {config.run.seeds} trains its seeds in one process; '
+            f'jax.distributed found {settings.num_processes} processes '
+            f'({settings.source}): use jax.distributed.mode off')
+  return None
+
+
+def check_devices(config, count, processes=1):
+  members = len(member_seeds(config))
+  train = config.jax.train_devices or count
+  if members > 1 and members % train:
+    return (f'run.seeds gives {members} seeds, which the {train} train '
+            'devices must divide: the seeds are split over them')
+  return None
+
+
+def check_spaces(config, obs_space):
+  """The replay buffers of all seeds must fit in this machine's memory."""
+  members = len(member_seeds(config))
+  step = sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize
+             for s in obs_space.values())
+  steps = min(int(config.replay.size), int(config.run.steps))
+  need = members * steps * step
+  have = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  if members > 1 and need > have:
+    return (f'run.seeds {config.run.seeds}: {members} replay buffers of '
+            f'min(replay.size, run.steps) = {steps:,} steps of '
+            f'{step:,} bytes need {need / 2 ** 30:.1f} GiB, more than this '
+            f"machine's {have / 2 ** 30:.1f} GiB: fewer seeds or a smaller "
+            'replay.size')
   return None
 
 
@@ -212,10 +303,12 @@ def write_config(config, logdir):
         f'Cannot write to the logdir {logdir}: {e.strerror or e}') from None
 
 
-def make_env(config, index, role='train', process=0, **overrides):
-  """Env `index` of the `role` envs (train or eval) of process `process`,
-  on its own random stream of the run's seed."""
+def make_env(config, index, role='train', process=0, member=0,
+             **overrides):
+  """Env `index` of the `role` envs (train or eval) of process `process`
+  and run member `member`, on its own random stream of the member's seed."""
   from embodied import envs
+  config = member_config(config, member)
   kwargs = dict(config.env.get(config.task.split('_', 1)[0], {}))
   kwargs.update(overrides)
   return envs.make(
@@ -250,8 +343,12 @@ def make_agent(config, obs_space, act_space, distributed=None):
   setup_jax(config, distributed)
   from embodied import jax as ejax
   from dreamerv3.agent import Dreamer
-  agent = ejax.Agent(Dreamer, obs_space, act_space, agent_config(config),
-                     seed=seeds.stream(config.seed, 'agent'))
+  members = member_seeds(config)
+  agent = ejax.Agent(
+      Dreamer, obs_space, act_space, agent_config(config),
+      seed=seeds.stream(config.seed, 'agent'),
+      members=[seeds.stream(s, 'agent') for s in members]
+      if len(members) > 1 else None)
   counts = agent.param_counts()
   print('Parameters: ' + ', '.join(
       f'{k} {v:,}' for k, v in sorted(counts.items())) +
@@ -259,8 +356,9 @@ def make_agent(config, obs_space, act_space, distributed=None):
   return agent
 
 
-def make_replay(config, name, directory=True, process=0):
+def make_replay(config, name, directory=True, process=0, member=0):
   from embodied.core import samplers
+  config = member_config(config, member)
   length = config.batch_length + config.replay_context
   path = elements.Path(config.logdir) / name if directory else None
   cls = embodied.Replay
@@ -274,14 +372,17 @@ def make_replay(config, name, directory=True, process=0):
       seed=stream('replay'))
 
 
-def make_logger(config):
+def make_logger(config, member=0):
+  several = len(member_seeds(config)) > 1
+  config = member_config(config, member)
   from embodied.run.common import JSONL, Summary, TensorBoard, VideoFiles
   logdir = elements.Path(config.logdir)
   step = elements.Counter()
   outputs = []
   for name in config.logger.outputs:
     if name == 'terminal':
-      outputs.append(Summary(config.script))
+      outputs.append(Summary(
+          f'{config.script} seed{config.seed}' if several else config.script))
     elif name == 'jsonl':
       outputs.append(JSONL(logdir, 'metrics.jsonl'))
       outputs.append(JSONL(
@@ -350,6 +451,10 @@ def main(argv=None):
   print('Actions: ' + ', '.join(
       f'{k} {v.dtype.name}{v.shape}' for k, v in act_space.items()))
   write_config(config, logdir)
+  if len(member_seeds(config)) > 1:
+    for k in range(len(member_seeds(config))):
+      member = member_config(config, k)
+      write_config(member, member.logdir)
 
   from embodied import run
   args = elements.Config(

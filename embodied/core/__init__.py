@@ -4,7 +4,7 @@ limiters. NumPy only, no JAX."""
 from .base import Env, Wrapper
 from .driver import Driver, EnvCrashError
 from .limiters import RatioLimiter
-from .replay import Replay
+from .replay import Replay, Stacked
 from .samplers import Mixture, Prioritized, Recency, Sampler, Uniform
 from .sumtree import SumTree
 

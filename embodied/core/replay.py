@@ -599,3 +599,28 @@ class Replay:
     for worker, stream in list(self._streams.items()):
       if stream['slot'] == slot:
         del self._streams[worker]  # Restarts with a fresh chunk.
+
+
+class Stacked:
+  """The replays of the members of a multi-seed run (run.seeds) behind the
+  sampling side of one replay: a batch stacks the members' batches (each
+  sampled from its own replay, sampler and priorities) on a leading axis,
+  and write-backs and priorities are split along it again."""
+
+  def __init__(self, replays):
+    self.replays = list(replays)
+
+  def __len__(self):
+    return min(len(r) for r in self.replays)
+
+  def sample(self, batch_size, commit=True):
+    batches = [r.sample(batch_size, commit) for r in self.replays]
+    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+  def update(self, stepid, values):
+    for k, replay in enumerate(self.replays):
+      replay.update(stepid[k], {n: v[k] for n, v in values.items()})
+
+  def prioritize(self, stepid, values):
+    for k, replay in enumerate(self.replays):
+      replay.prioritize(stepid[k], values[k])

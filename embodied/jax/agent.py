@@ -19,6 +19,7 @@ spans every process's train devices; the replicated state is created equal
 on each process (same seed) and kept equal (same batches, seeds, inputs).
 """
 
+import copy
 import time
 
 import jax
@@ -135,7 +136,8 @@ def _to_host(tree):
 
 class Agent:
 
-  def __init__(self, model_fn, obs_space, act_space, config, seed=0):
+  def __init__(self, model_fn, obs_space, act_space, config, seed=0,
+               members=None):
     """model_fn(obs_space, act_space, config, name=...) -> ninjax module.
     config needs batch_size (global, over all processes), batch_length,
     replay_context and a `jax` sub-config with train_devices (int per
@@ -143,7 +145,16 @@ class Agent:
     the policy runs on the train devices) and jit (bool). With several
     processes, train() and uncertainty() take this process's
     batch_size / processes rows and every process must call them in step;
-    policy() and report() run on this process alone."""
+    policy() and report() run on this process alone.
+
+    members: None for one agent, or the seeds of N independent agents
+    trained as one program: every state array gets a leading member axis,
+    and so do the batches, carries, observations, host inputs and outputs
+    of every method (obs [N, envs, ...], batches [N, B, T, ...]). The steps
+    are vmapped over the axis, which is sharded over the train devices (N
+    divisible by their number; one process, no policy devices). Member k
+    draws from its own stream of seed members[k], as a one-agent run with
+    that seed does."""
     self.obs_space = {
         k: v for k, v in obs_space.items() if not k.startswith('log/')}
     self.act_space = {k: v for k, v in act_space.items() if k != 'reset'}
@@ -152,9 +163,17 @@ class Agent:
     # Extra per-step keys the model keeps in replay (e.g. latents).
     self.ext_space = self.model.ext_space() if hasattr(
         self.model, 'ext_space') else {}
-    # Host state of the model (schedules fed by the run loop), or None.
-    self.host = getattr(self.model, 'host', None)
-    self.rng = np.random.default_rng(seed)
+    # Host state of the model (schedules fed by the run loop), or None;
+    # with members one per member (hosts), fed by its own envs.
+    self.members = [int(s) for s in members] if members else None
+    host = getattr(self.model, 'host', None)
+    if self.members:
+      self.host = None
+      self.hosts = [copy.deepcopy(host) for _ in self.members] if host else []
+      self.rngs = [np.random.default_rng(s) for s in self.members]
+    else:
+      self.host = host
+      self.rng = np.random.default_rng(seed)
     self.seed = seed
 
     self._version = 0  # Bumped by every assignment to self.state.
@@ -192,7 +211,7 @@ class Agent:
       per_process.setdefault(device.process_index, []).append(device)
     devices = [d for p in sorted(per_process)
                for d in per_process[p][:len(train)]]
-    if self.config.batch_size % len(devices):
+    if not self.members and self.config.batch_size % len(devices):
       raise ValueError(
           f'batch_size {self.config.batch_size} is not divisible by the '
           f'{len(devices)} train devices (jax.train_devices'
@@ -201,6 +220,14 @@ class Agent:
     self.mesh = jax.sharding.Mesh(np.array(devices), ('batch',))
     self.replicated = jax.sharding.NamedSharding(self.mesh, P())
     self.batched = jax.sharding.NamedSharding(self.mesh, P('batch'))
+    # Where the state and the host inputs live: replicated, or with members
+    # split over the devices along the member axis, like the batches.
+    self.shared = self.batched if self.members else self.replicated
+    if self.members and (npolicy or self.processes > 1 or
+                         len(self.members) % len(devices)):
+      raise ValueError(
+          f'{len(self.members)} members need one process, no policy devices '
+          f'and a member count divisible by the {len(devices)} train devices.')
     self._own_policy = bool(npolicy) or self.processes > 1
     if self._own_policy:
       self.policy_mesh = jax.sharding.Mesh(np.array(policy), ('batch',))
@@ -275,7 +302,7 @@ class Agent:
     the train mesh (multi-process: each process fills its own devices, no
     communication)."""
     if self.processes == 1:
-      return jax.device_put(tree, self.replicated)
+      return jax.device_put(tree, self.shared)
     tree = jax.tree.map(np.asarray, jax.device_get(tree))
     return jax.tree.map(lambda x: jax.make_array_from_callback(
         x.shape, self.replicated, lambda index: x[index]), tree)
@@ -362,12 +389,19 @@ class Agent:
   def save(self):
     """The state as NumPy, from this process's first replica (no
     communication between processes)."""
+    if self.members:  # Split over devices: gather every member.
+      return {k: np.asarray(jax.device_get(v)) for k, v in self.state.items()}
     return {k: np.asarray(v.addressable_data(0))
             for k, v in self.state.items()}
 
   def load(self, data):
     have = {k: (v.shape, v.dtype) for k, v in self.state.items()}
     got = {k: (np.shape(v), np.asarray(v).dtype) for k, v in data.items()}
+    if self.members and set(got) == set(have) and all(
+        got[k][0] == have[k][0][1:] for k in have):
+      # A one-agent checkpoint initialises every member alike.
+      data = {k: np.broadcast_to(data[k], have[k][0]) for k in have}
+      got = {k: (have[k][0], got[k][1]) for k in have}
     missing, extra = set(have) - set(got), set(got) - set(have)
     wrong = [k for k in set(have) & set(got) if have[k][0] != got[k][0]]
     if missing or extra or wrong:
@@ -394,7 +428,8 @@ class Agent:
       parts = key.split('/')
       if len(parts) < 3 or 'opt' in parts[1]:
         continue
-      counts[parts[1]] = counts.get(parts[1], 0) + int(np.prod(value.shape))
+      shape = value.shape[1:] if self.members else value.shape
+      counts[parts[1]] = counts.get(parts[1], 0) + int(np.prod(shape))
     return counts
 
   def compile_counts(self):
@@ -412,13 +447,23 @@ class Agent:
   # Internals.
 
   def _inputs(self):
-    """The host's current inputs as float32 NumPy arrays ({} without)."""
+    """The host's current inputs as float32 NumPy arrays ({} without);
+    with members stacked along the member axis."""
+    if self.members:
+      if not self.hosts:
+        return {}
+      each = [{k: {n: np.asarray(v, np.float32) for n, v in d.items()}
+               for k, d in host.inputs().items()} for host in self.hosts]
+      return jax.tree.map(lambda *xs: np.stack(xs), *each)
     if self.host is None:
       return {}
     return {k: {n: np.asarray(v, np.float32) for n, v in d.items()}
             for k, d in self.host.inputs().items()}
 
   def _next_seed(self):
+    if self.members:
+      return np.stack([np.asarray(r.integers(0, 2 ** 31, 2), np.uint32)
+                       for r in self.rngs])
     return np.asarray(self.rng.integers(0, 2 ** 31, 2), np.uint32)
 
   def _put(self, data):
@@ -449,51 +494,68 @@ class Agent:
     shapes do not depend on batch size or length, and policy() and report()
     use the same modules."""
     data = self._dummy_batch(len(self.mesh.devices), 2 + self.config.replay_context)
-    seed = np.array([self.seed, 0], np.uint32)
-    state = nj.init(self.model.train)({}, data, self._inputs(), seed=seed)
-    if hasattr(self.model, 'after_init'):
-      state, _ = nj.pure(self.model.after_init)(state, seed=seed)
+    if not self.members:
+      state = self._init_one(data, self._inputs(), self.seed)
+    else:  # Each member as a one-agent run with its seed, then stacked.
+      inputs = self._inputs()
+      states = [self._init_one(data, jax.tree.map(lambda x: x[k], inputs), s)
+                for k, s in enumerate(self.members)]
+      state = jax.tree.map(lambda *xs: np.stack(xs), *states)
     # Same seed, program and platform: equal values on every process.
     self.state = self._replicate(state)
 
+  def _init_one(self, data, inputs, seed):
+    seed = np.array([seed, 0], np.uint32)
+    state = nj.init(self.model.train)({}, data, inputs, seed=seed)
+    if hasattr(self.model, 'after_init'):
+      state, _ = nj.pure(self.model.after_init)(state, seed=seed)
+    return jax.tree.map(np.asarray, state)
+
   def _build(self):
     jit = jax.jit if self.config.jax.jit else (lambda f, **kw: f)
-    rep, bat = self.replicated, self.batched
+    # With members every program maps over the member axis: one program,
+    # no Python loop over members.
+    each = jax.vmap if self.members else (lambda f: f)
+    rep, bat, shared = self.replicated, self.batched, self.shared
 
     def train(state, data, inputs, seed):
       state, out = nj.pure(self.model.train)(state, data, inputs, seed=seed)
       return state, out
     self._train = jit(
-        train, in_shardings=(rep, bat, rep, rep), out_shardings=(rep, rep),
-        donate_argnums=(0,))
+        each(train), in_shardings=(shared, bat, shared, shared),
+        out_shardings=(shared, shared), donate_argnums=(0,))
 
     def report(state, data, inputs, seed):
       _, metrics = nj.pure(self.model.report)(state, data, inputs, seed=seed)
       return metrics
-    self._report = jit(report, in_shardings=(rep, bat, rep, rep))
+    self._report = jit(each(report), in_shardings=(shared, bat, shared, shared))
 
     def uncertainty(state, data, seed):
       # Any state writes are dropped (modify=False trips over the RSSM's
       # scan in ninjax 3.6).
       _, out = nj.pure(self.model.uncertainty)(state, data, seed=seed)
       return out
-    self._uncertainty = jit(uncertainty, in_shardings=(rep, bat, rep)) \
+    self._uncertainty = jit(
+        each(uncertainty), in_shardings=(shared, bat, shared)) \
         if hasattr(self.model, 'uncertainty') else None
 
     def policy(state, carry, obs, seed, mode):
       _, out = nj.pure(self.model.policy)(
           state, carry, obs, mode, seed=seed, modify=False)
       return out
-    # Policy inputs and outputs live replicated on the train devices; the
-    # carry from init_policy gets the same sharding so nothing recompiles.
+    # Policy inputs and outputs live with the state on the train devices;
+    # the carry from init_policy gets the same sharding so nothing
+    # recompiles.
     self._policy = {
-        mode: jit(lambda s, c, o, r, m=mode: policy(s, c, o, r, m),
-                  in_shardings=rep, out_shardings=rep)
+        mode: jit(each(lambda s, c, o, r, m=mode: policy(s, c, o, r, m)),
+                  in_shardings=shared, out_shardings=shared)
         for mode in ('train', 'eval')}
 
     def init_policy(state, batch_size):
-      _, carry = nj.pure(self.model.init_policy)(state, batch_size)
-      return jax.device_put(carry, self.policy_batched)
+      fn = lambda s: nj.pure(self.model.init_policy)(s, batch_size)[1]
+      carry = each(fn)(state)
+      return jax.device_put(
+          carry, shared if self.members else self.policy_batched)
     self._init_policy = init_policy
 
     if self._own_policy:

@@ -67,7 +67,9 @@ class Optimizer(nj.Module):
   def __call__(self, lossfn, *args, **kwargs):
     loss, params, grads, aux = nj.grad(
         lossfn, self.modules, has_aux=True)(*args, **kwargs)
-    if self.treedef is None:
+    if self.treedef is None or not self.values:
+      # First call on a fresh state (each member of a multi-seed agent is
+      # created from an empty state in turn).
       mapping, self.treedef = nj.flatten(self.opt.init(params))
       for key, value in mapping.items():
         self.value(key, value)

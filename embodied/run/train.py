@@ -12,6 +12,7 @@ from embodied.core import Checkpoint, Driver, EnvCrashError, RatioLimiter
 from embodied.core import Preempted, Preemption
 
 from . import common
+from .members import Members
 
 # Config checks (dreamerv3/validate.py) of the run.* keys the loop reads.
 RANGES = (
@@ -37,44 +38,33 @@ def missing_checkpoint(source):
 
 
 def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
-  """hooks: callables hook(agent, logger) run once per loop iteration (the
-  train_eval script uses one to run evaluation episodes)."""
+  """hooks: callables hook(agent, members) run once per loop iteration (the
+  train_eval script uses one to run evaluation episodes). With run.seeds N
+  the agent trains N members as one program (members.py)."""
   logdir = elements.Path(args.logdir)
   # Installed first: a stop signal while the agent compiles is kept too.
   preempt = Preemption()
   agent = make_agent()
-  replay = make_replay('replay')
-  logger = make_logger()
-  step = logger.step
-  episodes = common.Episodes(logger)
+  members = Members(agent, make_replay, make_logger, args.envs,
+                    args.get('video_every', 0))
+  step = members.step
   learner = common.Learner(
-      agent, replay, args.batch_size, args.get('cache_every', 0),
+      agent, members.replay, args.batch_size, args.get('cache_every', 0),
       args.replay_context, args.get('prefetch', True))
   limiter = RatioLimiter(
       args.train_ratio, common.trained_steps(args),
       min_steps=args.train_fill or common.sampled_steps(args))
 
-  fns = [functools.partial(make_env, i) for i in range(args.envs)]
-  driver = Driver(fns, parallel=args.parallel_envs,
+  driver = Driver(members.env_fns(make_env), parallel=args.parallel_envs,
                   max_restarts=args.env_max_restarts)
-  driver.on_step(lambda tran, worker: step.increment())
-  driver.on_step(replay.add)
-  driver.on_step(episodes)
-  # Host state of the agent's extensions (e.g. an intrinsic reward
-  # schedule): sees every env step, saved with the run.
-  host = getattr(agent, 'host', None)
-  if host:
-    driver.on_step(host.on_step)
-  policy_video = common.PolicyVideo(args.get('video_every', 0))
-  driver.on_step(policy_video)
+  # Each member's step counter, replay, episodes, extension host state
+  # (e.g. an intrinsic reward schedule) and policy video see its envs.
+  driver.on_step(members.route(members.on_step))
 
   checkpoint = Checkpoint(logdir / 'ckpt')
-  checkpoint.register('step', step)
   checkpoint.register('agent', agent)
-  checkpoint.register('replay', replay)
   checkpoint.register('limiter', limiter)
-  if host:
-    checkpoint.register('host', host)
+  members.register(checkpoint)
   resume(checkpoint, args.from_checkpoint)
 
   timer = Timers()
@@ -83,23 +73,30 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   should_report = elements.when.Clock(args.report_every, first=False) \
       if args.report_every else (lambda: False)
   progress = common.Progress()
-  agg = elements.Agg()
+  aggs = [elements.Agg() for _ in range(members.count)]
   start = time.time()
-  policy = lambda carry, obs: agent.policy(carry, obs, mode='train')
+  policy = members.policy('train')
   agree = getattr(agent, 'agree', lambda *flags: flags)
   stopped_by = None
-  driver.reset(agent.init_policy)
+  driver.reset(members.init_policy)
   print(f'Start training at step {int(step):,} (until {int(args.steps):,}).')
+
+  def add_train(metrics):
+    for agg, mets in zip(aggs, members.split(metrics)):
+      agg.add(mets, prefix='train')
 
   def finish():
     """Logs what is pending and saves, at the end or on an env crash."""
     progress.clear()
-    agg.add(learner.flush(), prefix='train')
-    logger.add(agg.result())
-    logger.add(driver.stats())
-    logger.write()
+    add_train(learner.flush())
+    stats = driver.stats()
+    for logger, agg in zip(members.loggers, aggs):
+      logger.add(agg.result())
+      logger.add(stats)
+      logger.write()
     checkpoint.save(int(step))
-    logger.close()
+    for logger in members.loggers:
+      logger.close()
     driver.close()
 
   try:
@@ -116,31 +113,39 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
         print(f'Stopping after run.duration={args.duration}s.')
         break
       with timer('env'):
-        driver(policy, steps=args.envs)
+        driver(policy, steps=args.envs * members.count)
       for _ in range(limiter(int(step))):
         with timer('train'):
-          agg.add(learner(), prefix='train')
+          add_train(learner())
       progress(f'step {int(step):,} | updates {learner.updates:,} | '
-               f'score {episodes.mean_recent():.1f}')
+               f'score {members.mean_score():.1f}')
       for hook in hooks:
-        hook(agent, logger)
-      if should_report() and len(replay):
-        common.log_report(logger, agg, agent.report(learner.report_batch(
+        hook(agent, members)
+      if should_report() and len(members.replay):
+        report = agent.report(learner.report_batch(
             args.get('report_batch', args.batch_size),
-            args.get('report_length', args.batch_length))))
-      policy_video.log(logger)
+            args.get('report_length', args.batch_length)))
+        for logger, agg, mets in zip(
+            members.loggers, aggs, members.split(report)):
+          common.log_report(logger, agg, mets)
+      for logger, video in zip(members.loggers, members.videos):
+        video.log(logger)
       if should_log(int(step)):
         progress.clear()
-        logger.add(agg.result())
-        logger.add(
-            timer.rates(int(step), learner.updates, common.trained_steps(args)))
-        logger.add(replay.stats())
-        logger.add(learner.stats())
-        logger.add(driver.stats())
-        logger.add(peak_memory(), prefix='usage')
-        logger.write()
+        rates = timer.rates(
+            int(step), learner.updates, common.trained_steps(args))
+        stats, learner_stats = driver.stats(), learner.stats()
+        for logger, agg, replay in zip(
+            members.loggers, aggs, members.replays):
+          logger.add(agg.result())
+          logger.add(rates)
+          logger.add(replay.stats())
+          logger.add(learner_stats)
+          logger.add(stats)
+          logger.add(peak_memory(), prefix='usage')
+          logger.write()
       if save:
-        agg.add(learner.flush(), prefix='train')
+        add_train(learner.flush())
         checkpoint.save(int(step))
   except EnvCrashError:
     # An env that keeps failing ends the run; the checkpoint keeps the

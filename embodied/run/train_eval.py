@@ -2,9 +2,8 @@
 current policy plays run.eval_eps episodes in its own envs (eval mode, not
 added to replay); scores are logged as eval_episode/*."""
 
-import functools
-
 import elements
+import numpy as np
 
 from embodied.core import Driver
 
@@ -17,29 +16,37 @@ def train_eval(make_agent, make_replay, make_env, make_logger, args):
   should_eval = elements.when.Clock(args.eval_every)
   state = {}
 
-  def evaluate(agent, logger):
+  def evaluate(agent, members):
     if not should_eval():
       return
+    n, count = members.count, args.eval_envs
     if 'driver' not in state:
-      fns = [functools.partial(make_env, i, role='eval')
-             for i in range(args.eval_envs)]
-      state['driver'] = Driver(fns, parallel=args.parallel_envs,
-                               max_restarts=args.env_max_restarts)
-      state['episodes'] = common.Episodes(logger, prefix='eval_episode')
-      state['driver'].on_step(state['episodes'])
-      state['video'] = common.PolicyVideo(
+      state['driver'] = Driver(
+          members.env_fns(make_env, 'eval', count),
+          parallel=args.parallel_envs, max_restarts=args.env_max_restarts)
+      state['episodes'] = [common.Episodes(logger, prefix='eval_episode')
+                           for logger in members.loggers]
+      state['videos'] = [common.PolicyVideo(
           args.get('video_every', 0), prefix='eval_policy')
-      state['driver'].on_step(state['video'])
-    driver, episodes = state['driver'], state['episodes']
-    driver.reset(agent.init_policy)
-    policy = lambda carry, obs: agent.policy(carry, obs, mode='eval')
-    # Arms the recorder for this phase's first episode of eval env 0.
-    state['video'].log(logger)
-    driver(policy, episodes=args.eval_eps)
-    state['video'].log(logger)
-    logger.add(driver.stats(), prefix='eval')
-    print(f'Evaluation: mean score {episodes.mean_recent():.1f} over the '
-          f'last {len(episodes.recent)} episodes')
+          for _ in range(n)]
+
+      def on_step(k, tran, worker):
+        state['episodes'][k](tran, worker)
+        state['videos'][k](tran, worker)
+      state['driver'].on_step(members.route(on_step, count))
+    driver = state['driver']
+    driver.reset(members.init_policy)
+    # Arms the recorders for this phase's first episode of eval env 0.
+    for logger, video in zip(members.loggers, state['videos']):
+      video.log(logger)
+    driver(members.policy('eval', count), episodes=args.eval_eps * n)
+    stats = driver.stats()
+    for logger, video in zip(members.loggers, state['videos']):
+      video.log(logger)
+      logger.add(stats, prefix='eval')
+    scores = [e.mean_recent() for e in state['episodes']]
+    print(f'Evaluation: mean score {np.mean(scores):.1f} over the last '
+          f'{sum(len(e.recent) for e in state["episodes"])} episodes')
 
   try:
     train(make_agent, make_replay, make_env, make_logger, args,

@@ -1,0 +1,147 @@
+"""Several seeds as one program (run.seeds): N vmapped agents equal N
+one-seed agents, stay independent, resume together, and write the logdirs
+scripts/scores.py reads."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dreamerv3 import main as dmain
+from dreamerv3.agent import Dreamer
+from embodied import jax as ejax
+from tests import tiny_agent
+from tests.test_bfloat16 import batch, configs
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SEEDS = [11, 22, 33]
+
+
+def test_members_step_equals_one_seed_steps():
+  """One train step of 3 vmapped agents against 3 one-seed steps from the
+  same states, batches and seeds, with latent reward disagreement and a
+  priority signal on. Parameters and statistics agree to float rounding
+  (1e-6; measured 1.5e-8). LaProp's moments may differ more where a
+  gradient is ~0: g / sqrt(nu) turns its rounding into an order-one
+  difference of the first step's momentum, so those are compared on all
+  but 0.1% of their elements."""
+  config, obs, act = configs([
+      '--configs', 'debug', '--task', 'dummy_disc', '--agent.use_intrinsic',
+      'True', '--agent.intrinsic.ensemble_size', '2', '--replay.priosignal',
+      'uncertainty'])
+  aconfig = dmain.agent_config(config)
+  multi = ejax.Agent(Dreamer, obs, act, aconfig, members=SEEDS)
+  single = ejax.Agent(Dreamer, obs, act, aconfig, seed=SEEDS[0])
+  batches = [batch(single, i) for i in range(3)]
+  init = multi.save()
+  outs, metrics = multi.train(
+      {k: np.stack([b[k] for b in batches]) for k in batches[0]})
+  after = multi.save()
+  assert multi.compile_counts()['train'] == 1
+  for k, seed in enumerate(SEEDS):
+    single.load({n: v[k] for n, v in init.items()})
+    single.rng = np.random.default_rng(seed)
+    one_outs, one_metrics = single.train(batches[k])
+    got = single.save()
+    for name, value in got.items():
+      diff = np.abs(value.astype(np.float64) - after[name][k])
+      if '/opt/' in name and ('/mom/' in name or '/nu/' in name):
+        assert np.mean(diff > 1e-6) < 1e-3, name
+      else:
+        assert diff.max() < 1e-6, (name, diff.max())
+    np.testing.assert_allclose(
+        one_metrics['opt/loss'], metrics['opt/loss'][k], rtol=1e-5)
+    np.testing.assert_allclose(
+        one_outs['priority']['value'], outs['priority']['value'][k],
+        rtol=1e-4, atol=1e-6)
+
+
+def tiny(members):
+  model, obs, act = tiny_agent.make_model()
+  return ejax.Agent(model, obs, act, tiny_agent.make_config(),
+                    members=members)
+
+
+def test_members_are_independent():
+  agent = tiny(SEEDS)
+  init = agent.save()
+  # Different seeds, different parameters from the start.
+  kernel = init['agent/enc/kernel']
+  assert not np.allclose(kernel[0], kernel[1])
+  data = [tiny_agent.batch(i) for i in range(3)]
+  stack = lambda ds: {k: np.stack([d[k] for d in ds]) for k in ds[0]}
+  agent.train(stack(data))
+  base = agent.save()
+  # The same start, member 1's batch changed: only member 1 moves apart.
+  agent.load(init)
+  agent.rngs = [np.random.default_rng(s) for s in SEEDS]
+  changed = list(data)
+  changed[1] = dict(changed[1], reward=changed[1]['reward'] + 1.0)
+  agent.train(stack(changed))
+  other = agent.save()
+  for name in base:
+    np.testing.assert_array_equal(base[name][0], other[name][0])
+    np.testing.assert_array_equal(base[name][2], other[name][2])
+  assert not np.allclose(base['agent/head/bias'][1],
+                         other['agent/head/bias'][1])
+  # A one-seed checkpoint starts every member alike.
+  agent.load({k: v[0] for k, v in init.items()})
+  for name, value in agent.save().items():
+    np.testing.assert_array_equal(value[2], init[name][0])
+
+
+def run(logdir, *args):
+  proc = subprocess.run(
+      [sys.executable, 'dreamerv3/main.py', '--configs', 'debug', '--task',
+       'dummy_vector', '--logdir', str(logdir), '--run.seeds', '5,7',
+       '--logger.outputs', 'jsonl', '--jax.cache_dir', '', *args],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def rows(path):
+  return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_seeds_resume_together_and_score(tmp_path):
+  logdir = tmp_path / 'run'
+  run(logdir, '--run.steps', '200')
+  first = {s: rows(logdir / f'seed{s}' / 'scores.jsonl') for s in (5, 7)}
+  run(logdir, '--run.steps', '400')
+  for seed in (5, 7):
+    member = logdir / f'seed{seed}'
+    config = (member / 'config.yaml').read_text()
+    assert f'seed: {seed}' in config
+    scores = rows(member / 'scores.jsonl')
+    steps = [r['step'] for r in scores]
+    # Continues from its own step: the first run's rows, then later ones.
+    assert scores[:len(first[seed])] == first[seed]
+    assert steps == sorted(steps) and steps[-1] > 200
+    # Replay not duplicated: it holds each env step of the seed once, the
+    # first run's included (replay/size equals the step at every log).
+    sizes = [(r['step'], r['replay/size'])
+             for r in rows(member / 'metrics.jsonl') if 'replay/size' in r]
+    assert sizes[-1][0] > 200 and all(step == size for step, size in sizes)
+  # The two seeds learned differently.
+  assert first[5] != first[7]
+  proc = subprocess.run(
+      [sys.executable, 'scripts/scores.py', str(logdir), '--json'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert '"runs": 2' in proc.stdout.replace(' ', '').replace(
+      '"runs":2', '"runs": 2')
+
+
+@pytest.mark.parametrize('value,message', [
+    ('0', 'at least 1'), ('3,3', 'twice'), ('x', 'a count')])
+def test_bad_seeds(tmp_path, value, message):
+  proc = subprocess.run(
+      [sys.executable, 'dreamerv3/main.py', '--configs', 'debug', '--logdir',
+       str(tmp_path / 'run'), '--run.seeds', value], cwd=ROOT,
+      capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and message in proc.stderr
+  assert not (tmp_path / 'run').exists()
