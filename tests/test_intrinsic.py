@@ -1,9 +1,12 @@
 """Latent reward disagreement (dreamerv3/intrinsic.py): members against a
-per-member loop, reward types and schedules against their formulas, the
-disabled extension against the plain agent, and one agent with masked loss,
-intrinsic reward and a priority signal trained end to end (built once)."""
+per-member loop, the ema and perturbed_starts members against the RSSM's
+block-GRU core written in NumPy, reward types and schedules against their
+formulas, the disabled extension against the plain agent, and one agent
+with masked loss, intrinsic reward and a priority signal trained end to end
+(built once)."""
 
 import collections
+import functools
 import math
 import re
 
@@ -265,6 +268,8 @@ def test_disabled_is_bit_identical_to_plain_agent(monkeypatch):
     ('perturbed_starts', 'reward_variance', 'prediction_error', 'dummy_cont'),
 ])
 def test_other_strategies_trace(strategy, exploration, reward, task):
+  """The train step with ema or perturbed_starts members traces, adds no
+  loss and nothing trainable (their numbers: the NumPy core tests below)."""
   config = dmain.parse([
       '--configs', 'debug', '--task', task, '--agent.use_intrinsic', 'True',
       '--agent.intrinsic.learn_strategy', strategy,
@@ -284,38 +289,363 @@ def test_other_strategies_trace(strategy, exploration, reward, task):
     assert shapes[key].shape[0] == 5
 
 
-def test_ema_members_track_the_core():
-  """ema: after a step, copy k moves toward the core at its own rate."""
+# ema and perturbed_starts against the block GRU written in NumPy.
+
+def np_core(p, deter, stoch, action, blocks, eps=1e-4):
+  """RSSM.core (rms norms, SiLU) in float64 with one loop over blocks; p
+  maps the core's parameter names without the module prefix
+  ('indeter/kernel', 'dyn0norm/scale', 'gates/bias', ...) to arrays."""
+  silu = lambda x: x / (1 + np.exp(-x))
+  sigmoid = lambda x: 1 / (1 + np.exp(-x))
+  rms = lambda x, scale: x / np.sqrt((x * x).mean(-1, keepdims=True) +
+                                     eps) * scale
+  N, D = deter.shape
+  d = D // blocks
+  deter = deter.astype(np.float64)
+  action = action / np.maximum(1.0, np.abs(action))
+  inputs = []
+  for name, x in (('indeter', deter), ('instoch', stoch.reshape((N, -1))),
+                  ('inact', action)):
+    x = x @ p[f'{name}/kernel'] + p[f'{name}/bias']
+    inputs.append(silu(rms(x, p[f'{name}norm/scale'])))
+  shared = np.concatenate(inputs, -1)
+  # Block j of the first layer reads its own slice of deter and all inputs.
+  xs = [np.concatenate([deter[:, j * d:(j + 1) * d], shared], -1)
+        for j in range(blocks)]
+  i = 0
+  while f'dyn{i}/kernel' in p:
+    kernel, bias = p[f'dyn{i}/kernel'], p[f'dyn{i}/bias']
+    o = kernel.shape[-1]
+    x = np.concatenate([xs[j] @ kernel[j] + bias[j * o:(j + 1) * o]
+                        for j in range(blocks)], -1)
+    x = silu(rms(x, p[f'dyn{i}norm/scale']))  # Norm across all blocks.
+    xs = [x[:, j * o:(j + 1) * o] for j in range(blocks)]
+    i += 1
+  out = []
+  for j in range(blocks):
+    g = xs[j] @ p['gates/kernel'][j] + p['gates/bias'][
+        j * 3 * d:(j + 1) * 3 * d]
+    reset, cand, update = g[:, :d], g[:, d:2 * d], g[:, 2 * d:]
+    cand = np.tanh(sigmoid(reset) * cand)
+    update = sigmoid(update - 1)
+    out.append(update * cand + (1 - update) * deter[:, j * d:(j + 1) * d])
+  return np.concatenate(out, -1)
+
+
+def strategy_model(strategy, *flags):
   config = dmain.parse([
-      '--configs', 'debug', '--task', 'dummy_disc', '--agent.use_intrinsic',
-      'True', '--agent.intrinsic.learn_strategy', 'ema'])
+      '--configs', 'debug', '--task', 'dummy_cont', '--agent.use_intrinsic',
+      'True', '--agent.intrinsic.learn_strategy', strategy, *flags])
   obs_space, act_space = spaces(config)
   model = Dreamer(obs_space, act_space, dmain.agent_config(config),
                   name='agent')
-  ext = model.exts[0]
+  assert (model.dyn.norm, model.dyn.act) == ('rms', 'silu')  # As np_core.
+  return model, model.exts[0]
 
-  def run(state):
-    return nj.pure(lambda: (ext.after_train(), ext._ema_params())[1])(
-        state, seed=SEED)
 
-  state = fill_params(model.loss, dummy_data(model))
-  core = nj.pure(model.dyn.core_keys)(state)[1]
-  assert len(core) == len(
-      [k for k in state if k.startswith('agent/intrinsic/ema')])
-  assert any('gates' in k for k in core) and not any('img' in k for k in core)
-  # Copies at the old core, the core one higher since.
-  moved = dict(state)
-  for i, key in enumerate(core):
-    moved[f'agent/intrinsic/ema{i}'] = jnp.repeat(state[key][None], 5, 0)
-    moved[key] = state[key] + 1.0
-  _, params = run(moved)
-  core = {k: state[k] for k in core}
-  rates = np.exp(np.linspace(np.log(0.001), np.log(0.1), 5))
-  for key, value in core.items():
-    np.testing.assert_allclose(
-        np.asarray(params[key]),
-        np.asarray(value)[None] + rates.reshape((-1,) + (1,) * value.ndim),
-        rtol=1e-5, atol=1e-6)
+def rollout(model, N=3, H=4, seed=0):
+  """An imagined rollout as imag_reward receives it: states [N, H + 1],
+  continuous actions partly outside [-1, 1], predicted rewards."""
+  rng = np.random.default_rng(seed)
+  dyn = model.dyn
+  states = {
+      'deter': rng.normal(0, 1, (N, H + 1, dyn.deter)).astype(np.float32),
+      'stoch': np.eye(dyn.classes, dtype=np.float32)[
+          rng.integers(0, dyn.classes, (N, H + 1, dyn.stoch))]}
+  actions = {'action': rng.normal(0, 1.5, (N, H + 1, 2)).astype(np.float32)}
+  reward = jnp.asarray(rng.normal(0, 1, (N, H + 1)), jnp.float32)
+  return states, actions, reward
+
+
+def rows(states, actions):
+  """imag_reward's predict() inputs: steps t' < H as rows [N * H, ...]."""
+  flat = lambda x: x[:, :-1].reshape((-1, *x.shape[2:]))
+  return flat(states['deter']), flat(states['stoch']), flat(actions['action'])
+
+
+def strategy_state(model, ext, seed=0):
+  """Random parameters of the core, the reward head and the extension
+  (EMA copies spread around the core, so that every member differs)."""
+  states, actions, reward = rollout(model)
+  inputs = {'lambda': np.float32(0.5), 'steps': np.float32(0)}
+
+  def create(states, actions, reward, inputs):
+    model.dyn.core(*rows(states, actions))  # The core before its copies.
+    return ext.imag_reward(states, actions, None, reward, inputs)
+
+  state = fill_params(create, states, actions, reward, inputs, seed=seed)
+  rng = np.random.default_rng(seed + 1)
+  for key in list(state):
+    if key.startswith('agent/intrinsic/ema'):
+      value = state[key]
+      state[key] = value + rng.normal(0, 0.3, value.shape).astype(np.float32)
+  # Running magnitudes of a fresh agent.
+  for key in ('count', 'ext_mag', 'bonus_mag'):
+    state[f'agent/intrinsic/{key}'] = jnp.zeros((), jnp.float32)
+  # Two-hot logits that fall off away from the middle bin keep the rewards
+  # near 1 (random logits put mass on the outer bins, symexp(20) ~ 5e8).
+  bins = state['agent/rew/out/bias'].shape[0]
+  state['agent/rew/out/bias'] = jnp.asarray(
+      -0.5 * np.abs(np.arange(bins) - bins // 2), jnp.float32)
+  return state
+
+
+def core_params(model, state):
+  """{core key: float64 array} and the prefix-free names np_core reads."""
+  keys = nj.pure(model.dyn.core_keys)(state)[1]
+  prefix = model.dyn.path + '/'
+  assert keys and all(k.startswith(prefix) for k in keys)
+  return keys, lambda values: {
+      k[len(prefix):]: np.asarray(v, np.float64)
+      for k, v in zip(keys, values)}
+
+
+def test_ema_members_are_the_core_with_their_copies():
+  """ema: member k's next deter is the block GRU run with copy k's
+  parameters; fresh copies are the core itself."""
+  model, ext = strategy_model(
+      'ema', '--agent.intrinsic.ensemble_size', '3', '--agent.dyn.dynlayers',
+      '2')
+  state = strategy_state(model, ext)
+  keys, named = core_params(model, state)
+  assert {k.split('/')[-2] for k in keys} == {
+      'indeter', 'instoch', 'inact', 'indeternorm', 'instochnorm',
+      'inactnorm', 'dyn0', 'dyn0norm', 'dyn1', 'dyn1norm', 'gates'}
+  copies = [state[f'agent/intrinsic/ema{i}'] for i in range(len(keys))]
+  assert all(c.shape == (3, *state[k].shape) for c, k in zip(copies, keys))
+  states, actions, _ = rollout(model)
+  deter, stoch, action = rows(states, actions)
+  predict = jax.jit(nj.pure(ext.predict))
+  _, pred = predict(state, deter, stoch, action, seed=SEED)
+  assert pred.shape == (3, len(deter), model.dyn.deter)
+  blocks = model.dyn.blocks
+  for k in range(3):
+    want = np_core(named([c[k] for c in copies]), deter, stoch, action, blocks)
+    np.testing.assert_allclose(np.asarray(pred[k]), want, rtol=1e-4,
+                               atol=1e-5, err_msg=f'member {k}')
+  # The reference is the RSSM's own core too.
+  _, own = jax.jit(nj.pure(model.dyn.core))(state, deter, stoch, action)
+  want = np_core(named([state[k] for k in keys]), deter, stoch, action, blocks)
+  np.testing.assert_allclose(np.asarray(own), want, rtol=1e-4, atol=1e-5)
+  for k in range(3):  # The spread copies predict something else.
+    assert np.abs(np.asarray(pred[k]) - want).max() > 1e-2
+  # Created without copies in the state, every copy is the core.
+  fresh = {k: v for k, v in state.items()
+           if not k.startswith('agent/intrinsic/ema')}
+  made, pred = jax.jit(functools.partial(nj.pure(ext.predict), create=True))(
+      fresh, deter, stoch, action, seed=SEED)
+  for i, key in enumerate(keys):
+    np.testing.assert_array_equal(
+        made[f'agent/intrinsic/ema{i}'], np.repeat(state[key][None], 3, 0))
+  for k in range(3):
+    np.testing.assert_allclose(np.asarray(pred[k]), want, rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_ema_copies_move_toward_the_core_at_their_rates():
+  """ema: after_train() sets copy k to (1 - rate_k) copy_k + rate_k core,
+  rates geometric from ema_rate_min to ema_rate_max, and the members then
+  predict with the moved copies."""
+  K, rates = 4, np.array([0.01, 0.04, 0.16, 0.64])  # Ratio 4 per member.
+  model, ext = strategy_model(
+      'ema', '--agent.intrinsic.ensemble_size', str(K),
+      '--agent.intrinsic.ema_rate_min', '0.01',
+      '--agent.intrinsic.ema_rate_max', '0.64')
+  state = strategy_state(model, ext, seed=3)
+  keys, named = core_params(model, state)
+  states, actions, _ = rollout(model, seed=3)
+  deter, stoch, action = rows(states, actions)
+
+  def step(deter, stoch, action):
+    ext.after_train()
+    return ext.predict(deter, stoch, action)
+
+  new, pred = jax.jit(nj.pure(step))(state, deter, stoch, action, seed=SEED)
+  moved = []
+  for i, key in enumerate(keys):
+    old = np.asarray(state[f'agent/intrinsic/ema{i}'], np.float64)
+    core = np.asarray(state[key], np.float64)
+    want = np.stack([(1 - r) * old[k] + r * core for k, r in enumerate(rates)])
+    np.testing.assert_allclose(np.asarray(new[f'agent/intrinsic/ema{i}']),
+                               want, rtol=1e-5, atol=1e-6, err_msg=key)
+    np.testing.assert_array_equal(new[key], state[key])  # Core untouched.
+    moved.append(want)
+  for k in range(K):
+    want = np_core(named([m[k] for m in moved]), deter, stoch, action,
+                   model.dyn.blocks)
+    np.testing.assert_allclose(np.asarray(pred[k]), want, rtol=1e-4,
+                               atol=1e-5, err_msg=f'member {k}')
+
+
+def identity_core(state, model):
+  """Parameters under which the core returns its deter input: all gates at
+  -100, so the update gate is sigmoid(-101) = 0 in float32."""
+  probe = dict(state)
+  prefix = model.dyn.path + '/gates/'
+  probe[prefix + 'kernel'] = jnp.zeros_like(state[prefix + 'kernel'])
+  probe[prefix + 'bias'] = jnp.full_like(state[prefix + 'bias'], -100.0)
+  return probe
+
+
+def test_perturbed_starts_noise_is_seeded_gaussian():
+  """perturbed_starts: through a core that returns its input, member k
+  from a zero deter is its noise: N(0, perturb_std^2), independent across
+  members, entries and seeds, the same for the same seed, and not a
+  function of the deter (the members of a nonzero deter are deter +
+  the same noise)."""
+  std, K = 0.3, 4
+  model, ext = strategy_model(
+      'perturbed_starts', '--agent.intrinsic.perturb_std', str(std),
+      '--agent.intrinsic.ensemble_size', str(K))
+  probe = identity_core(strategy_state(model, ext), model)
+  states, actions, _ = rollout(model, N=16)  # 64 rows.
+  deter, stoch, action = rows(states, actions)
+  predict = jax.jit(nj.pure(ext.predict))
+  zeros = np.zeros_like(deter)
+  draw = lambda seed, h=zeros: np.asarray(predict(
+      probe, h, stoch, action, seed=np.uint32([0, seed]))[1], np.float64)
+  noises = [draw(seed) for seed in range(4)]
+  assert noises[0].shape == (K, 64, model.dyn.deter)
+  np.testing.assert_array_equal(draw(0), noises[0])  # Same seed, same noise.
+  np.testing.assert_allclose(draw(0, deter) - deter, noises[0], atol=1e-6)
+  x = np.stack(noises).ravel()
+  n = x.size  # 32768 draws.
+  assert abs(x.mean()) < 4 * std / np.sqrt(n)
+  assert x.std() == pytest.approx(std, rel=0.03)
+  # Gaussian, not just the right variance: 68.3% within one std (uniform
+  # noise would give 57.7%), 95.4% within two.
+  assert np.mean(np.abs(x) < std) == pytest.approx(0.6827, abs=0.015)
+  assert np.mean(np.abs(x) < 2 * std) == pytest.approx(0.9545, abs=0.01)
+  # Members, rows and seeds draw independent noise.
+  corr = lambda a, b: np.corrcoef(a.ravel(), b.ravel())[0, 1]
+  for a, b in [(noises[0][0], noises[0][1]), (noises[0][1], noises[0][3]),
+               (noises[0], noises[1]), (noises[2], noises[3]),
+               (noises[0][:, :32], noises[0][:, 32:])]:
+    assert abs(corr(a, b)) < 0.05
+  per_member = noises[0].reshape((K, -1)).std(-1)
+  np.testing.assert_allclose(per_member, std, rtol=0.1)
+
+
+def test_perturbed_starts_members_are_the_core_from_noisy_deter():
+  """perturbed_starts: member k is the core (real parameters) from
+  deter + noise_k, with the noise the same seed draws (read through an
+  identity core)."""
+  model, ext = strategy_model(
+      'perturbed_starts', '--agent.intrinsic.perturb_std', '0.5',
+      '--agent.intrinsic.ensemble_size', '3')
+  state = strategy_state(model, ext)
+  keys, named = core_params(model, state)
+  states, actions, _ = rollout(model)
+  deter, stoch, action = rows(states, actions)
+  predict = jax.jit(nj.pure(ext.predict))
+  noise = np.asarray(predict(identity_core(state, model),
+                             np.zeros_like(deter), stoch, action,
+                             seed=SEED)[1], np.float64)
+  _, pred = predict(state, deter, stoch, action, seed=SEED)
+  params = named([state[k] for k in keys])
+  plain = np_core(params, deter, stoch, action, model.dyn.blocks)
+  for k in range(3):
+    want = np_core(params, deter + noise[k], stoch, action, model.dyn.blocks)
+    np.testing.assert_allclose(np.asarray(pred[k]), want, rtol=1e-4,
+                               atol=1e-5, err_msg=f'member {k}')
+    assert np.abs(want - plain).max() > 1e-2  # The noise matters.
+
+
+def np_bonus(x, ref, reward_type):
+  """The bonus per row from members x [K, M, D] and the agent's own ref
+  [M, D], one row and one member at a time."""
+  K, M, _ = x.shape
+  out = np.zeros(M)
+  for m in range(M):
+    mean = sum(x[k, m] for k in range(K)) / K
+    dev = [((x[k, m] - mean) ** 2).mean() for k in range(K)]
+    out[m] = {'disagreement': sum(dev) / K,
+              'prediction_error': ((mean - ref[m]) ** 2).mean(),
+              'max_disagreement': max(dev)}[reward_type]
+  return out
+
+
+REWARD_TYPES = ('disagreement', 'prediction_error', 'max_disagreement')
+
+
+@pytest.mark.parametrize('strategy', ['ema', 'perturbed_starts'])
+def test_strategy_rewards_equal_numpy(strategy):
+  """imag_reward with ema or perturbed_starts members: the NumPy core's
+  member predictions, the reward head's pred() on them, every bonus
+  formula for both exploration types, and the mixed reward with the bonus
+  normalised by running magnitudes over two steps."""
+  K, lam, scale = 3, 0.3, 0.7
+  flags = ['--agent.intrinsic.ensemble_size', str(K),
+           '--agent.intrinsic.perturb_std', '0.5',
+           '--agent.intrinsic.scale', str(scale)]
+  model, ext = strategy_model(strategy, *flags)
+  state = strategy_state(model, ext, seed=5)
+  keys, named = core_params(model, state)
+  N, H = 3, 4
+  states, actions, reward = rollout(model, N, H, seed=5)
+  deter, stoch, action = rows(states, actions)
+  action = np.clip(action, -1, 1)  # prep_action clips continuous actions.
+  blocks, params = model.dyn.blocks, named([state[k] for k in keys])
+  if strategy == 'ema':
+    copies = [state[f'agent/intrinsic/ema{i}'] for i in range(len(keys))]
+    nxt = np.stack([np_core(named([c[k] for c in copies]), deter, stoch,
+                            action, blocks) for k in range(K)])
+  else:
+    # imag_reward's first random draw is predict()'s noise, so the same
+    # step seed gives it the noise read here.
+    noise = np.asarray(jax.jit(nj.pure(ext.predict))(
+        identity_core(state, model), np.zeros_like(deter), stoch, action,
+        seed=SEED)[1], np.float64)
+    nxt = np.stack([np_core(params, deter + noise[k], stoch, action, blocks)
+                    for k in range(K)])
+  nxt_stoch = states['stoch'][:, 1:].reshape((N * H, *stoch.shape[1:]))
+  _, rk = nj.pure(lambda h, z: model.rew(model.dyn.feat(
+      {'deter': h, 'stoch': z})).pred())(
+          state, nxt.astype(np.float32), np.repeat(nxt_stoch[None], K, 0))
+  rk = np.asarray(rk, np.float64)  # [K, N * H]
+  own = states['deter'][:, 1:].reshape((N * H, -1)).astype(np.float64)
+  inputs = {'lambda': np.float32(lam), 'steps': np.float32(0)}
+  rate = 0.2
+  # ema's members only differ in their predictions: one reward type each.
+  reward_types = REWARD_TYPES if strategy == 'perturbed_starts' else (
+      'max_disagreement',)
+  for exploration, floor in (('reward_variance', 0.01),
+                             ('state_disagreement', 2.0)):  # Floor binds.
+    for reward_type in reward_types:
+      name = f'{exploration} {reward_type}'
+      model, ext = strategy_model(
+          strategy, *flags, '--agent.intrinsic.exploration_type',
+          exploration, '--agent.intrinsic.reward_type', reward_type,
+          '--agent.intrinsic.scale_rate', str(rate),
+          '--agent.intrinsic.scale_floor', str(floor))
+      # Two train steps (same members, same seed), the second with the
+      # rewards tripled: the running magnitudes, debiased by 1 - 0.8^n.
+      ext_mag = bonus_mag = 0.0
+      new = state
+      for step, factor in enumerate((1.0, 3.0)):
+        rew = reward * factor
+        new, (mixed, metrics) = nj.pure(ext.imag_reward)(
+            new, states, actions, None, rew, inputs, seed=SEED)
+        r_ext = np.asarray(rew[:, 1:], np.float64).ravel()
+        if exploration == 'reward_variance':
+          b = np_bonus(rk[..., None], r_ext[:, None], reward_type)
+        else:
+          b = np_bonus(nxt, own, reward_type)
+        ext_mag = (1 - rate) * ext_mag + rate * np.abs(r_ext).mean()
+        bonus_mag = (1 - rate) * bonus_mag + rate * b.mean()
+        debias = 1 - (1 - rate) ** (step + 1)
+        s = scale * max(ext_mag / debias, floor) / max(
+            bonus_mag / debias, 1e-8)
+        want = lam * r_ext + (1 - lam) * (rk.mean(0) + s * b)
+        assert b.min() > 0, name
+        np.testing.assert_allclose(
+            float(metrics['intrinsic/disagreement']), b.mean(), rtol=1e-4,
+            err_msg=name)
+        np.testing.assert_allclose(float(metrics['intrinsic/scale']), s,
+                                   rtol=1e-4, err_msg=name)
+        np.testing.assert_array_equal(mixed[:, 0], rew[:, 0])
+        np.testing.assert_allclose(np.asarray(mixed[:, 1:]).ravel(), want,
+                                   rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize('layers,head_layers', [(1, 1), (2, 2)])
