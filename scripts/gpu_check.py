@@ -49,8 +49,8 @@ GPU = dict(
            '--bench.updates', '20', '--bench.env_steps', '4000',
            '--bench.flops', 'False'],
     train=['--configs', 'atari100k', 'size12m'],
-    tests=TESTS, caps=dict(bench16=170, bench32=100, tests=150),
-    min_train=60, stop=None)
+    tests=TESTS, caps=dict(bench16=170, seeds8=130, bench32=100, tests=150),
+    seeds=8, min_train=60, stop=None)
 CPU = dict(
     bench=['train', '--configs', 'debug', '--task', 'dummy_vector',
            '--bench.updates', '2', '--bench.env_steps', '200',
@@ -59,7 +59,8 @@ CPU = dict(
            '--run.train_ratio', '32', '--agent.enc.mults', '2,2',
            '--agent.dec.mults', '2,2', '--env.atari100k.max_frames', '100'],
     tests=['tests/test_numerics.py', '-k', 'lambda_return_vs_loop'],
-    caps=dict(bench16=90, bench32=0, tests=60), min_train=60,
+    caps=dict(bench16=90, seeds8=90, bench32=0, tests=60), seeds=2,
+    min_train=60,
     # A fixed length: the dry run checks the stage, not a duration.
     stop=['--run.steps', '300'])
 
@@ -201,21 +202,26 @@ def main(argv=None):
   platform = ['--jax.platform', 'cpu'] if args.cpu else []
   py = sys.executable
 
-  # Throughput: bfloat16 with the four data paths, then float32.
+  # Throughput: bfloat16 with the four data paths, N seeds as one program
+  # in bfloat16, then float32.
   rows = []
-  for name, dtype, extra in (
-      ('bench16', 'bfloat16', ['--bench.datapaths', 'True']),
-      ('bench32', 'float32', [])):
+  seeds = sizes['seeds']
+  for name, label, extra in (
+      ('bench16', 'bfloat16', ['--jax.compute_dtype', 'bfloat16',
+                               '--bench.datapaths', 'True']),
+      ('seeds8', f'bfloat16, {seeds} seeds', [
+          '--jax.compute_dtype', 'bfloat16', '--run.seeds', str(seeds)]),
+      ('bench32', 'float32', ['--jax.compute_dtype', 'float32'])):
     if not sizes['caps'][name]:  # The dry run skips the float32 repeat.
       continue
-    cmd = [py, 'scripts/bench.py', *sizes['bench'], *platform,
-           '--jax.compute_dtype', dtype, *extra]
+    cmd = [py, 'scripts/bench.py', *sizes['bench'], *platform, *extra]
     code, secs, output = run(cmd, out / 'bench.log',
                              min(sizes['caps'][name], budget.left()), env)
-    rows.append((dtype, code, secs, bench_results(output)))
+    rows.append((label, code, secs, bench_results(output)))
   summary += ['## Train throughput', '',
-              f'`scripts/bench.py {" ".join(sizes["bench"])}`, bfloat16 '
-              'and float32 (bench.log).', '']
+              f'`scripts/bench.py {" ".join(sizes["bench"])}`: bfloat16, '
+              f'{seeds} seeds as one program (`--run.seeds {seeds}`) and '
+              'float32 (bench.log).', '']
   keys = []
   for _, _, _, res in rows:
     keys += [k for k in (res or {}) if k not in keys]

@@ -85,9 +85,14 @@ STUDIES = ('learning', *EXPERIMENTS)
 def command(args, run, python=None):
   task, method, seed, logdir = run
   task_flags = ['--task', task] if task else []
+  if isinstance(seed, tuple):  # All seeds in one program (run.seeds).
+    seed_flags = ['--seed', str(seed[0]),
+                  '--run.seeds', ','.join(map(str, seed))]
+  else:
+    seed_flags = ['--seed', str(seed)]
   return [python or sys.executable, str(ROOT / 'dreamerv3' / 'main.py'),
           '--configs', *args.configs, method, *task_flags,
-          '--seed', str(seed), '--logdir', str(logdir), *args.extra]
+          *seed_flags, '--logdir', str(logdir), *args.extra]
 
 
 def parse(argv):
@@ -110,6 +115,10 @@ def parse(argv):
                       help='tasks (--task of main.py); default: the configs')
   parser.add_argument('--configs', nargs='*', default=[])
   parser.add_argument('--parallel', type=int, default=1)
+  parser.add_argument('--one_process', action='store_true',
+                      help='train the seeds of each method as one program '
+                      '(run.seeds): one run per method in ROOT/<method>, '
+                      'each seed in ROOT/<method>/seed<k> as before')
   parser.add_argument('--name', default='',
                       help='experiment name, stored in ROOT/experiment.json')
   parser.add_argument('--description', default='')
@@ -171,6 +180,9 @@ def runs(args, root):
   for task in tasks:
     base = root / task.replace('/', '-') if len(tasks) > 1 else root
     for method in args.methods:
+      if args.one_process and len(args.seeds) > 1:
+        out.append((task, method, tuple(args.seeds), base / method))
+        continue
       for seed in args.seeds:
         out.append((task, method, seed, base / method / f'seed{seed}'))
   return out

@@ -39,7 +39,9 @@ def test_gpu_check_dry_run(tmp_path):
     assert section in summary, section
   assert 'jax 0.' in summary and 'devices [' in summary
   # Throughput ran and gave every data path's figure.
-  assert '| exit | 0 (' in summary
+  assert '| exit | 0 (' in summary and '| 0 (' in summary.split('| exit |')[1]
+  # Both the one-seed and the two-seeds-in-one-program rows ran.
+  assert '| seeds | 1 | 2 |' in summary
   for path in ('prefetch_host', 'sync_host', 'prefetch_accelerator',
                'sync_accelerator'):
     assert f'| updates_per_s[{path}] | ' in summary, path

@@ -3,6 +3,7 @@ one-seed agents, stay independent, resume together, and write the logdirs
 scripts/scores.py reads."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -145,3 +146,44 @@ def test_bad_seeds(tmp_path, value, message):
       capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and message in proc.stderr
   assert not (tmp_path / 'run').exists()
+
+
+MEMBERS_SCRIPT = '''
+import sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from embodied import jax as ejax
+from tests import tiny_agent
+ejax.setup('cpu', 'float32')
+import jax
+model, obs, act = tiny_agent.make_model()
+agent = ejax.Agent(model, obs, act, tiny_agent.make_config(),
+                   members=[1, 2, 3, 4])
+stack = lambda ds: {{k: np.stack([d[k] for d in ds]) for k in ds[0]}}
+for step in range(2):
+  agent.train(stack([tiny_agent.batch(step + i) for i in range(4)]))
+shards = {{len(v.sharding.device_set) for v in agent.state.values()}}
+np.savez({out!r}, devices=len(jax.devices()), shards=max(shards),
+         **{{k.replace('/', '|'): v for k, v in agent.save().items()}})
+'''
+
+
+def test_members_split_over_mock_devices(tmp_path):
+  """With several devices the member axis is split over them (members are
+  independent: no communication); 4 members on 2 mock CPU devices equal 4
+  members on one device."""
+  out = {}
+  for devices in (1, 2):
+    path = tmp_path / f'{devices}.npz'
+    env = dict(os.environ, XLA_FLAGS=(
+        f'--xla_force_host_platform_device_count={devices}'))
+    script = MEMBERS_SCRIPT.format(root=str(ROOT), out=str(path))
+    proc = subprocess.run([sys.executable, '-c', script], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out[devices] = dict(np.load(path))
+  assert out[2]['devices'] == 2 and out[2]['shards'] == 2
+  assert out[1]['shards'] == 1
+  for key, value in out[1].items():
+    if key not in ('devices', 'shards'):
+      np.testing.assert_allclose(out[2][key], value, rtol=1e-5, atol=1e-6)

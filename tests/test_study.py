@@ -65,6 +65,19 @@ def test_layout_one_and_several_tasks(tmp_path, capsys):
   assert not (root / 'experiment.json').exists()  # A dry run writes nothing.
 
 
+def test_one_process_per_method(tmp_path, capsys):
+  # The seeds of each method as one program: ROOT/<method> holds the run,
+  # its seeds write ROOT/<method>/seed<k> as separate runs would.
+  root = tmp_path / 'study'
+  cmds = dry(capsys, ['--root', str(root), '--methods', 'uniform',
+                      'recency', '--seeds', '5', '6', '7', '--configs',
+                      'debug', '--one_process'])
+  assert [flag(c, '--logdir') for c in cmds] == [
+      str(root / 'uniform'), str(root / 'recency')]
+  assert all(flag(c, '--run.seeds') == '5,6,7' and flag(c, '--seed') == '5'
+             for c in cmds)
+
+
 def test_unknown_block_refused(tmp_path):
   with pytest.raises(SystemExit):
     study.main(['--root', str(tmp_path), '--methods', 'nope', '--dry'])

@@ -13,7 +13,10 @@ GFLOP per update and achieved GFLOP/s, peak RSS and peak device memory.
 --bench.flops counts FLOPs with XLA's cost analysis on a second compile
 whose scans are unrolled, since XLA counts a loop body only once.
 --bench.datapaths also times the same compiled train step with
-run.prefetch on and off and replay.device host and accelerator.
+run.prefetch on and off and replay.device host and accelerator. With
+--run.seeds N the N seeds train as one program (each its own envs and
+replay): updates/s are of that program, so per seed as well; replayed
+steps/s count all seeds; CPU seconds are per seed-update.
 """
 
 import functools
@@ -30,39 +33,59 @@ OPTIONS = {
 }
 
 
+class Quiet:
+  """A logger that counts steps and logs nothing."""
+
+  def __init__(self):
+    import elements
+    self.step = elements.Counter()
+
+  def add(self, *args, **kwargs):
+    pass
+
+
 def run(options, flags):
   import embodied
   from dreamerv3 import main as dmain
+  from embodied.run.members import Members
   config = common.parse_config(flags)
   platform, dtype = common.setup_jax(config)
   obs_space, act_space = common.spaces(config)
+  seeds = len(dmain.member_seeds(config))
   results = {'task': config.task, 'platform': platform, 'dtype': dtype,
-             'batch': f'{config.batch_size}x{config.batch_length}'}
-
-  # Raw env throughput through the driver with a random policy.
-  fns = [functools.partial(dmain.make_env, config, i)
-         for i in range(config.run.envs)]
-  driver = embodied.Driver(fns, parallel=config.run.parallel_envs)
-  replay = dmain.make_replay(config, 'replay', directory=False)
-  driver.on_step(replay.add)
-  policy = common.random_policy(act_space)
-  driver(policy, steps=config.run.envs)
-  start = time.perf_counter()
-  driver(policy, steps=options['env_steps'])
-  results['env_steps_per_s'] = options['env_steps'] / (
-      time.perf_counter() - start)
+             'batch': f'{config.batch_size}x{config.batch_length}',
+             'seeds': seeds}
 
   start = time.perf_counter()
   agent = dmain.make_agent(config, obs_space, act_space)
   results['init_s'] = time.perf_counter() - start
   results['params'] = sum(agent.param_counts().values())
+  # Each seed's envs and replay, as in a run (no logdir).
+  members = Members(
+      agent, lambda name, member: dmain.make_replay(
+          config, name, directory=False, member=member),
+      lambda member: Quiet(),
+      config.run.envs)
+  envs = config.run.envs * seeds
+
+  # Raw env throughput through the driver with a random policy.
+  driver = embodied.Driver(
+      members.env_fns(functools.partial(dmain.make_env, config)),
+      parallel=config.run.parallel_envs)
+  driver.on_step(members.route(members.on_step))
+  policy = common.random_policy(act_space)
+  driver(policy, steps=envs)
+  start = time.perf_counter()
+  driver(policy, steps=options['env_steps'])
+  results['env_steps_per_s'] = options['env_steps'] / (
+      time.perf_counter() - start)
 
   # Acting with the agent's policy (compiled on the first call).
-  driver.reset(agent.init_policy)
-  agent_policy = lambda c, o: agent.policy(c, o, mode='train')
-  driver(agent_policy, steps=config.run.envs)
+  driver.reset(members.init_policy)
+  agent_policy = members.policy('train')
+  driver(agent_policy, steps=envs)
   results['compile_policy_s'] = agent.compile_time['policy_train']
-  steps = max(config.run.envs, options['env_steps'] // 4)
+  steps = max(envs, options['env_steps'] // 4)
   start = time.perf_counter()
   driver(agent_policy, steps=steps)
   results['policy_steps_per_s'] = steps / (time.perf_counter() - start)
@@ -70,7 +93,7 @@ def run(options, flags):
 
   # Training on batches from replay, on the config's data path.
   from embodied.run.common import Learner
-  learner = Learner(agent, replay, config.batch_size,
+  learner = Learner(agent, members.replay, config.batch_size,
                     prefetch=config.run.prefetch)
   learner()
   results['compile_train_s'] = agent.compile_time['train']
@@ -82,13 +105,14 @@ def run(options, flags):
   results['learner_wait_frac'] = learner.stats()['learner/wait_frac']
   results['updates_per_s'] = 1 / dt
   results['cpu_s_per_update'] = cpu
+  results['cpu_s_per_seed_update'] = cpu / seeds
   results['cores_busy'] = cpu / dt
   results['replayed_steps_per_s'] = (
-      config.batch_size * config.batch_length / dt)
+      seeds * config.batch_size * config.batch_length / dt)
   results['peak_rss_gb'] = common.peak_rss_gb()
   results['peak_device_gb'] = common.peak_device_gb()
 
-  if options['datapaths']:
+  if options['datapaths'] and seeds == 1:
     results.update(datapaths(agent, config, options))
     results['peak_device_gb'] = common.peak_device_gb()
 
