@@ -57,7 +57,8 @@ def install(agent, config):
 def run(tmp_path, *args):
   return subprocess.run(
       [sys.executable, 'dreamerv3/main.py', '--configs', 'debug', '--task',
-       'dummy_vector', '--run.log_every', '1', '--jax.cache_dir', '',
+       'dummy_vector', '--run.log_every', '1', '--jax.cache_dir',
+       str(tmp_path / 'jax_cache'),
        '--logger.outputs', 'jsonl', *args], cwd=ROOT, capture_output=True,
       text=True, timeout=600)
 

@@ -495,21 +495,21 @@ class Agent:
     use the same modules."""
     data = self._dummy_batch(len(self.mesh.devices), 2 + self.config.replay_context)
     if not self.members:
-      state = self._init_one(data, self._inputs(), self.seed)
-    else:  # Each member as a one-agent run with its seed, then stacked.
-      inputs = self._inputs()
-      states = [self._init_one(data, jax.tree.map(lambda x: x[k], inputs), s)
-                for k, s in enumerate(self.members)]
-      state = jax.tree.map(lambda *xs: np.stack(xs), *states)
+      state = jax.tree.map(np.asarray, self._init_one(
+          data, self._inputs(), np.array([self.seed, 0], np.uint32)))
+    else:  # Each member as a one-agent run with its seed, in one trace.
+      seeds = np.array([[s, 0] for s in self.members], np.uint32)
+      state = jax.tree.map(np.asarray, jax.vmap(
+          lambda inputs, seed: self._init_one(data, inputs, seed))(
+              self._inputs(), seeds))
     # Same seed, program and platform: equal values on every process.
     self.state = self._replicate(state)
 
   def _init_one(self, data, inputs, seed):
-    seed = np.array([seed, 0], np.uint32)
     state = nj.init(self.model.train)({}, data, inputs, seed=seed)
     if hasattr(self.model, 'after_init'):
       state, _ = nj.pure(self.model.after_init)(state, seed=seed)
-    return jax.tree.map(np.asarray, state)
+    return state
 
   def _build(self):
     jit = jax.jit if self.config.jax.jit else (lambda f, **kw: f)
