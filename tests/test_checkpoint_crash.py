@@ -43,8 +43,8 @@ class Value:
       self.value = data['value']
 
 
-def make(directory, a=0, b=0):
-  checkpoint = Checkpoint(directory)
+def make(directory, a=0, b=0, keep=1):
+  checkpoint = Checkpoint(directory, keep=keep)
   objects = {'a': Value(a), 'b': Value(b, shards=True)}
   for name, obj in objects.items():
     checkpoint.register(name, obj)
@@ -210,11 +210,16 @@ def test_replay_files_survive_until_a_newer_checkpoint(tmp_path):
   batch = resumed.sample(64)
   assert (np.diff(batch['t'], axis=1) == 1).all()
   assert batch['t'].max() < 100
-  # The resumed run's next checkpoint drops the files nothing needs.
-  run(resumed, 50, 100)
-  checkpoint.save(150)
-  named = {i['name'] for i in resumed.save()['slots'].values() if i['name']}
-  assert set(entries(tmp_path / 'replay')) == named
+  # Later checkpoints drop the files nothing needs: those of the two newest
+  # checkpoints stay (a damaged newest one falls back to the one before).
+  named = []
+  for step in (150, 200, 250):
+    run(resumed, 50, step - 50)
+    checkpoint.save(step)
+    named.append(
+        {i['name'] for i in resumed.save()['slots'].values() if i['name']})
+  assert named[0] - named[1] - named[2]  # Some files only the oldest names.
+  assert set(entries(tmp_path / 'replay')) == named[1] | named[2]
 
 
 def test_cli_reports_checkpoint_error(monkeypatch, capsys):
@@ -256,3 +261,114 @@ def test_bad_from_checkpoint_fails_before_the_logdir(tmp_path):
     main.main(['--configs', 'debug', '--logdir', str(tmp_path / 'new'),
                '--run.from_checkpoint', str(tmp_path / 'missing')])
   assert not (tmp_path / 'new').exists()
+
+
+def damage(folder, name='a.pkl'):
+  """Cuts a file of a complete checkpoint short, as a failing disk would."""
+  path = pathlib.Path(folder) / name
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2])
+
+
+def test_damaged_newest_checkpoint_falls_back_with_one_warning(
+    tmp_path, capsys):
+  saver, _ = make(tmp_path, a=1, keep=2)
+  older = saver.save(1)
+  saver._objects['a'].value = 2
+  newest = saver.save(2)
+  assert saver.latest() == newest
+  size = len((newest / 'a.pkl').read_bytes())
+  damage(newest)
+  assert checkpoint_module.verify(newest) == (
+      f'a.pkl has {size // 2:,} bytes, {size:,} when written')
+  assert saver.latest() == older
+  err = capsys.readouterr().err.splitlines()
+  assert len(err) == 1 and str(newest) in err[0] and 'damaged' in err[0]
+  loader, objects = make(tmp_path)
+  loader.load(loader.latest())
+  assert objects['a'].value == 1
+  # The same bytes with one altered: the size matches, the checksum not.
+  path = older / 'a.pkl'
+  data = bytearray(path.read_bytes())
+  data[-2] ^= 1
+  path.write_bytes(bytes(data))
+  assert 'checksum' in checkpoint_module.verify(older)
+  assert loader.latest() is None
+  assert checkpoint_module.find(tmp_path) is None
+  assert loader.complete() == [newest, older]
+
+
+def test_a_save_that_does_not_read_back_keeps_the_previous(
+    tmp_path, monkeypatch):
+  saver, _ = make(tmp_path, a=1)
+  previous = saver.save(1)
+  real = checkpoint_module.write_file
+
+  def lossy(path, data):  # A disk that drops the tail of one file.
+    real(path, data[:-1] if pathlib.Path(path).name == 'a.pkl' else data)
+  monkeypatch.setattr(checkpoint_module, 'write_file', lossy)
+  with pytest.raises(CheckpointError, match='does not read back'):
+    saver.save(2)
+  monkeypatch.undo()
+  assert saver.latest() == previous
+  assert entries(tmp_path) == sorted(['latest', previous.name])
+
+
+def test_resume_refuses_a_logdir_whose_checkpoints_are_all_damaged(tmp_path):
+  from embodied.run.train import resume
+  saver, _ = make(tmp_path, a=1)
+  damage(saver.save(1))
+  loader, _ = make(tmp_path)
+  with pytest.raises(CheckpointError, match='reads back intact'):
+    resume(loader)
+
+
+@pytest.mark.slow  # Three runs of the agent: a minute or two on 2 cores.
+def test_run_resumes_from_the_older_checkpoint_when_the_newest_is_damaged(
+    tmp_path):
+  logdir = tmp_path / 'run'
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  cmd = [sys.executable, 'dreamerv3/main.py', '--configs', 'debug',
+         '--task', 'dummy_vector', '--logdir', str(logdir),
+         '--jax.cache_dir', str(tmp_path / 'jax_cache'),
+         '--run.log_every', '1']
+
+  def run(*flags):
+    return subprocess.run(
+        cmd + list(flags), cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=300)
+
+  # Two runs leave two checkpoints (a run keeps the two newest).
+  for steps in (40, 80):
+    proc = run('--run.steps', str(steps))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  saver = Checkpoint(logdir / 'ckpt')
+  newest, older = saver.complete()
+  assert newest.name.endswith('-000000000080'), newest
+  assert older.name.endswith('-000000000040'), older
+  damage(newest, 'agent.pkl')
+
+  proc = run('--run.steps', '100')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  warnings_ = [l for l in proc.stderr.splitlines() if 'damaged' in l]
+  assert len(warnings_) == 1 and newest.name in warnings_[0], proc.stderr
+  assert 'agent.pkl' in warnings_[0]
+  assert 'Start training at step 40 ' in proc.stdout, proc.stdout[-3000:]
+  assert saver.latest().name.endswith('-000000000100')
+
+  # Every checkpoint damaged: the run stops with one line and exit code 1
+  # and leaves the logdir as it was instead of starting over at step 0.
+  for folder in saver.complete():
+    damage(folder, 'agent.pkl')
+  before = {p: p.stat().st_size for p in logdir.rglob('*') if p.is_file()}
+  proc = run('--run.steps', '200')
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('Error:')]
+  assert len(errors) == 1 and 'reads back intact' in errors[0], proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert 'Start training' not in proc.stdout
+  after = {p: p.stat().st_size for p in logdir.rglob('*') if p.is_file()}
+  for path, size in before.items():  # Nothing lost or cut short.
+    assert after.get(path, -1) >= size, path
+  assert {p for p in after if 'ckpt' in p.parts} == {
+      p for p in before if 'ckpt' in p.parts}

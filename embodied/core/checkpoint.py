@@ -3,20 +3,27 @@ fail cleanly when the disk does.
 
 Layout (the one elements.checkpoint reads): DIR/<timestamp>-<step>/ holds
 NAME.pkl per registered object (NAME-0000.pkl, ... when its save() returns
-a generator) and an empty `done` marker; DIR/latest names the newest
-complete folder.
+a generator) and a `done` marker, which lists every file with its size and
+SHA-256; DIR/latest names the newest complete folder.
 
 Invariants:
 - A folder is complete iff it holds `done`. The marker is written after
   every other file of the folder has been flushed to the disk (fsync), so a
   complete folder is never half-written, also after a crash of the machine,
   and write errors that a disk reports late (at fsync) happen before it.
+- A complete folder verifies iff every file the marker lists has its size
+  and checksum (a marker without a list, from before the lists, verifies).
+  A new folder is read back and verified before it becomes `latest`; the
+  previous checkpoints are removed only after that, and `keep` of them stay.
 - `latest` is replaced by an atomic rename only once the new folder is
-  complete, and older folders are removed only after that. Removal deletes
-  the marker first, so a half-removed folder never looks complete.
+  complete and verified, and older folders are removed only after that.
+  Removal deletes the marker first, so a half-removed folder never looks
+  complete.
 - Hence after a kill at any moment (SIGKILL included) latest() is the last
-  complete checkpoint. Folders a killed save left behind are removed by the
-  next save.
+  complete checkpoint; a checkpoint damaged later (a truncated or altered
+  file) is skipped by latest() with one warning, which falls back to the
+  newest one that verifies. Folders a killed save left behind are removed
+  by the next save.
 - A save that fails with an OSError (disk full, no permission, read-only
   filesystem, ...) removes its partial folder, leaves `latest` alone and
   raises CheckpointError, whose message is one line naming the folder, the
@@ -26,9 +33,12 @@ Invariants:
   checkpoint refers to them).
 """
 
+import hashlib
 import inspect
+import json
 import os
 import pickle
+import sys
 import warnings
 
 import elements
@@ -75,12 +85,38 @@ def sync_dir(path):
     os.close(fd)
 
 
+def verify(folder):
+  """None if the complete folder verifies, else one line saying why not."""
+  folder = elements.Path(folder)
+  text = (folder / 'done').read_text()
+  if not text.strip():
+    return None  # A marker from before the file lists.
+  try:
+    files = json.loads(text)['files']
+  except (ValueError, KeyError, TypeError):
+    return 'its done marker is unreadable'
+  for name, (size, digest) in sorted(files.items()):
+    path = folder / name
+    if not path.exists():
+      return f'{name} is missing'
+    data = path.read_bytes()
+    if len(data) != size:
+      return f'{name} has {len(data):,} bytes, {size:,} when written'
+    if hashlib.sha256(data).hexdigest() != digest:
+      return f'{name} differs from what was written (checksum)'
+  return None
+
+
 class Checkpoint:
 
   def __init__(self, directory, keep=1):
     self._directory = elements.Path(directory)
     self._keep = keep
     self._objects = {}
+
+  @property
+  def directory(self):
+    return self._directory
 
   def register(self, name, obj):
     if not (callable(getattr(obj, 'save', None)) and
@@ -89,32 +125,51 @@ class Checkpoint:
     self._objects[name] = obj
 
   def latest(self):
-    """Newest complete checkpoint folder, or None."""
+    """Newest complete checkpoint folder that verifies, or None; a newer
+    damaged one is skipped with one warning line."""
+    for folder in self.complete():
+      problem = verify(folder)
+      if problem is None:
+        return folder
+      print(f'Warning: checkpoint {folder} is damaged ({problem}); trying '
+            'an older one.', file=sys.stderr)
+    return None
+
+  def complete(self):
+    """Complete checkpoint folders, newest first (the `latest` pointer's
+    first), whether they verify or not."""
+    folders = []
     pointer = self._directory / 'latest'
     if pointer.exists():
       folder = self._directory / pointer.read_text().strip()
       if ckpt.exists(folder):
-        return folder
-    # Pointer missing or stale: fall back to the newest complete folder.
-    if not self._directory.exists():
-      return None
-    folders = sorted(
-        f for f in self._directory.glob('*')
-        if f.name not in ('latest', 'latest.tmp') and ckpt.exists(f))
-    return folders[-1] if folders else None
+        folders.append(folder)
+    if self._directory.exists():
+      folders += sorted((
+          f for f in self._directory.glob('*')
+          if f.name not in ('latest', 'latest.tmp') and ckpt.exists(f)
+          and f not in folders), reverse=True)
+    return folders
+
+  def _newest_complete(self):
+    folders = self.complete()
+    return folders[0] if folders else None
 
   def save(self, step):
     """Writes a new complete checkpoint and points `latest` to it. Raises
     CheckpointError if the disk refuses; the previous checkpoint stays."""
     name = f'{elements.timestamp(millis=True)}-{int(step):012d}'
     folder = self._directory / name
-    previous = self.latest()
+    previous = self._newest_complete()
     tmp = self._directory / 'latest.tmp'
     if folder.exists():  # Outside the try: the cleanup would remove it.
       raise FileExistsError(f'Checkpoint folder {folder} exists already')
     try:
       self._directory.mkdir()
       self._write(folder)
+      problem = verify(folder)  # Read back before it replaces anything.
+      if problem:
+        raise OSError(f'the new checkpoint does not read back: {problem}')
       write_file(tmp, name.encode())
       # The commit point: from here on the new folder is the checkpoint.
       os.replace(str(tmp), str(self._directory / 'latest'))
@@ -149,15 +204,22 @@ class Checkpoint:
 
   def _write(self, folder):
     folder.mkdir()
+    files = {}
+
+    def put(name, data):
+      data = pickle.dumps(data)
+      write_file(folder / name, data)
+      files[name] = (len(data), hashlib.sha256(data).hexdigest())
+
     for key, obj in self._objects.items():
       data = obj.save()
       if inspect.isgenerator(data):
         for index, shard in enumerate(data):
-          write_file(folder / f'{key}-{index:04d}.pkl', pickle.dumps(shard))
+          put(f'{key}-{index:04d}.pkl', shard)
       else:
-        write_file(folder / f'{key}.pkl', pickle.dumps(data))
+        put(f'{key}.pkl', data)
     sync_dir(folder)
-    write_file(folder / 'done', b'')
+    write_file(folder / 'done', json.dumps({'files': files}).encode())
     sync_dir(folder)
 
   def _cleanup(self, keep):
@@ -197,7 +259,7 @@ def find(path):
   file (then its newest complete checkpoint), or a logdir (its ckpt/)."""
   path = elements.Path(os.path.expanduser(str(path)))
   if ckpt.exists(path):
-    return path
+    return path if verify(path) is None else None
   if os.path.isfile(str(path)) and path.name == 'latest':
     return Checkpoint(path.parent).latest()
   for candidate in (path / 'ckpt', path):

@@ -114,7 +114,10 @@ class Replay:
       self._remove_partial_writes()
     self._lock = threading.Lock()
     self._writing = set()  # chunk files being written now
-    self._kept = set()     # chunk files the newest checkpoint may name
+    # Chunk files the two newest checkpoints may name: the run keeps two, so
+    # that a damaged newest one can fall back to the one before.
+    self._kept = set()
+    self._kept_before = set()
     self._saving = set()   # chunk files the last save() named
     self._reset()
 
@@ -273,7 +276,7 @@ class Replay:
   def _evict(self, slot):
     self._unlink(slot, self._fill[slot])
     name = self._names[slot]
-    if name and name not in self._kept and name not in self._saving:
+    if name and name not in (self._kept | self._kept_before | self._saving):
       self._delete_file(name)  # Else committed() deletes it when unneeded.
     self._used[slot] = False
     self._fill[slot] = 0
@@ -456,8 +459,10 @@ class Replay:
     # already named.
     files = [path.name for path in self.directory.glob('*.npz')]
     with self._lock:
-      self._kept, self._saving = self._saving, set()
-      keep = self._kept | self._writing | {n for n in self._names if n}
+      self._kept_before, self._kept = self._kept, self._saving
+      self._saving = set()
+      keep = (self._kept | self._kept_before | self._writing |
+              {n for n in self._names if n})
     for name in files:
       if name not in keep:
         self._delete_file(name)
@@ -502,6 +507,7 @@ class Replay:
       self._load(data)
       # Files of the checkpoint loaded from stay until a newer one is done.
       self._kept = {i['name'] for i in data['slots'].values() if i['name']}
+      self._kept_before = set()
       self._saving = set()
       # Completed chunks without a file (pickled in the checkpoint, or whose
       # write was in flight at save time) get one, keeping later saves small.

@@ -108,7 +108,8 @@ def _learn(job, make_agent, make_logger, args, logdir, batch_steps,
       agent, replay, args.batch_size, args.get('cache_every', 0),
       args.replay_context, args.get('prefetch', True))
 
-  checkpoint = Checkpoint(logdir / 'ckpt')
+  # Two: a damaged newest one falls back to the one before.
+  checkpoint = Checkpoint(logdir / 'ckpt', keep=2)
   checkpoint.register('step', step)
   checkpoint.register('agent', agent)
   checkpoint.register('replay', replay.part('replay'))

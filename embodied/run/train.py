@@ -8,7 +8,8 @@ import time
 import elements
 
 from embodied.core.checkpoint import find as checkpoint_find
-from embodied.core import Checkpoint, Driver, EnvCrashError, RatioLimiter
+from embodied.core import Checkpoint, CheckpointError, Driver, EnvCrashError
+from embodied.core import RatioLimiter
 from embodied.core import Preempted, Preemption
 
 from . import common
@@ -61,7 +62,8 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   # (e.g. an intrinsic reward schedule) and policy video see its envs.
   driver.on_step(members.route(members.on_step))
 
-  checkpoint = Checkpoint(logdir / 'ckpt')
+  # Two: a damaged newest one falls back to the one before.
+  checkpoint = Checkpoint(logdir / 'ckpt', keep=2)
   checkpoint.register('agent', agent)
   checkpoint.register('limiter', limiter)
   members.register(checkpoint)
@@ -160,9 +162,17 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
 
 def resume(checkpoint, from_checkpoint=''):
   """Continue this logdir's run, else initialise the agent from another
-  run's checkpoint if asked, else start fresh."""
-  if checkpoint.latest():
-    checkpoint.load()
+  run's checkpoint if asked, else start fresh. A logdir whose checkpoints
+  are all damaged stops the run: starting from step 0 over it would bury
+  them."""
+  folder = checkpoint.latest()
+  if folder:
+    checkpoint.load(folder)
+  elif checkpoint.complete():
+    raise CheckpointError(
+        f'No checkpoint in {checkpoint.directory} reads back intact (see the '
+        'warnings above); the run stops instead of starting over: move the '
+        'folder away to start fresh.')
   elif from_checkpoint:
     path = checkpoint_find(os.path.expanduser(from_checkpoint))
     if path is None:  # Removed since the config was checked.
