@@ -450,12 +450,6 @@ def main(argv=None):
       f'{k} {v.dtype.name}{v.shape}' for k, v in obs_space.items()))
   print('Actions: ' + ', '.join(
       f'{k} {v.dtype.name}{v.shape}' for k, v in act_space.items()))
-  write_config(config, logdir)
-  if len(member_seeds(config)) > 1:
-    for k in range(len(member_seeds(config))):
-      member = member_config(config, k)
-      write_config(member, member.logdir)
-
   from embodied import run
   args = elements.Config(
       **config.run, logdir=str(logdir),
@@ -464,13 +458,32 @@ def main(argv=None):
       batch_length=config.batch_length,
       replay_context=config.replay_context,
       cache_every=config.replay.cache_every)
-  run.get(config.script)(
-      functools.partial(make_agent, shared, obs_space, act_space,
-                        distributed=dist),
-      functools.partial(make_replay, config, process=process),
-      functools.partial(make_env, config, process=process),
-      functools.partial(make_logger, config),
-      args)
+  # The first write: a logdir another live run holds is refused here. Held
+  # until the run ends (or its process does).
+  lock = embodied.LogdirLock(logdir, run.lock_parts(config.script, args))
+  try:
+    lock.acquire()
+  except embodied.LogdirBusy as e:
+    raise ConfigError(str(e)) from None
+  except OSError as e:
+    raise ConfigError(
+        f'Cannot write to the logdir {logdir}: {e.strerror or e}') from None
+  write_config(config, logdir)
+  if len(member_seeds(config)) > 1:
+    for k in range(len(member_seeds(config))):
+      member = member_config(config, k)
+      write_config(member, member.logdir)
+
+  try:
+    run.get(config.script)(
+        functools.partial(make_agent, shared, obs_space, act_space,
+                          distributed=dist),
+        functools.partial(make_replay, config, process=process),
+        functools.partial(make_env, config, process=process),
+        functools.partial(make_logger, config),
+        args)
+  finally:
+    lock.release()
 
 
 def cli():

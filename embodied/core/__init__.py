@@ -10,4 +10,5 @@ from .sumtree import SumTree
 
 from . import wrappers
 from .checkpoint import Checkpoint, CheckpointError
+from .logdir_lock import LogdirBusy, LogdirLock
 from .preempt import Preempted, Preemption

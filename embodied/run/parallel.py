@@ -382,6 +382,16 @@ def _addr(value):
   return value
 
 
+def lock_parts(args):
+  """What this command holds of the logdir: None for the whole job, else its
+  roles, each env worker on its own (commands on other machines run the
+  others)."""
+  roles, _, workers = layout(args)
+  if roles == ROLES:
+    return None
+  return [r for r in roles if r != 'envs'] + [f'envs{i}' for i in workers]
+
+
 def layout(args):
   """(roles of this command, env ids of every worker, worker ids of this
   command) from the run.* keys; ValueError naming the key on bad values.
