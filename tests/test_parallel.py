@@ -282,3 +282,62 @@ def test_resume_continues_without_duplicates(resumed):
   # ones (none lost, none added twice) plus the new ones.
   assert all(size == inserted for inserted, size in sizes), sizes
   assert sizes[-1] == (260, 260)
+
+
+def cpu_seconds(pid):
+  """User + system CPU seconds of a process, from /proc (Linux)."""
+  fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1]
+  fields = fields.split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def descendants(pid):
+  out = subprocess.run(['ps', '-o', 'pid=', '--ppid', str(pid)],
+                       capture_output=True, text=True).stdout.split()
+  return [p for c in map(int, out) for p in [c, *descendants(c)]]
+
+
+@pytest.mark.slow  # A parallel job of its own: about a minute on 2 cores.
+def test_idle_job_sleeps(env, tmp_path):
+  """The learner stopped (SIGSTOP): env workers wait on replay inserts and
+  the servers on requests. Env workers (pure clients) must then use less
+  than 5% of a core (CPU time over 5 s; before transport.py each spun at
+  ~0.6), the servers less than 0.3: portal's server loop polls its queues
+  with 0.1 ms timeouts by design, 0.07-0.2 of a core here."""
+  logdir = tmp_path / 'run'
+  out = tmp_path / 'out.txt'
+  with open(out, 'w') as log:
+    proc = subprocess.Popen(
+        command(env, logdir, '--run.steps', '1e6', '--run.log_every', '1'),
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+  pids = []
+  try:
+    deadline = time.time() + 300
+    while '"train/loss/' not in (
+        (logdir / 'metrics.jsonl').read_text()
+        if (logdir / 'metrics.jsonl').exists() else ''):
+      assert proc.poll() is None, out.read_text()[-3000:]
+      assert time.time() < deadline, out.read_text()[-3000:]
+      time.sleep(0.5)
+    proc.send_signal(signal.SIGSTOP)
+    time.sleep(3)  # Workers fill replay up to the train ratio, then wait.
+    pids = [pid for pid in descendants(proc.pid) if b'resource_tracker'
+            not in pathlib.Path(f'/proc/{pid}/cmdline').read_bytes()]
+    workers = {int(p) for p in re.findall(
+        r'Env worker \d+ started \(pid (\d+)', out.read_text())}
+    before = {pid: cpu_seconds(pid) for pid in pids}
+    start = time.time()
+    time.sleep(5)
+    used = {pid: (cpu_seconds(pid) - before[pid]) / (time.time() - start)
+            for pid in pids}
+  finally:
+    for pid in [proc.pid, *pids]:
+      try:
+        os.kill(pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+    proc.wait()
+  assert len(workers) == 2 and workers <= set(used), (workers, used)
+  assert len(used) == 4, used  # Replay server, actor, two env workers.
+  assert max(used.values()) < 0.3, used
+  assert max(used[pid] for pid in workers) < 0.05, used

@@ -18,6 +18,7 @@ import traceback
 import numpy as np
 
 from embodied.core.ratelimit import SamplesPerInsert
+from . import transport
 
 WAIT = 1.0  # Seconds a server method holds a caller before 'wait'.
 STALL = 30.0  # Seconds without a reply before a repeatable call is resent.
@@ -51,11 +52,11 @@ def parse_addr(addr):
 
 
 def client(addr, name):
-  """A portal client; call methods as client.call('name', ...), since
+  """A portal client (one whose socket thread sleeps when idle, see
+  transport.py); call methods as client.call('name', ...), since
   portal.Client has attributes of its own (e.g. stats)."""
-  import portal
   host, port = parse_addr(addr)
-  return portal.Client(f'{host}:{port}', name, logging=False)
+  return transport.client(f'{host}:{port}', name)
 
 
 def server(addr, name, workers):
