@@ -298,12 +298,14 @@ def descendants(pid):
 
 
 @pytest.mark.slow  # A parallel job of its own: about a minute on 2 cores.
-def test_idle_job_sleeps(env, tmp_path):
+def test_idle_job_sleeps_and_a_killed_actor_is_restarted(env, tmp_path):
   """The learner stopped (SIGSTOP): env workers wait on replay inserts and
   the servers on requests. Env workers (pure clients) must then use less
   than 5% of a core (CPU time over 5 s; before transport.py each spun at
   ~0.6), the servers less than 0.3: portal's server loop polls its queues
-  with 0.1 ms timeouts by design, 0.07-0.2 of a core here."""
+  with 0.1 ms timeouts by design, 0.07-0.2 of a core here. Then the actor
+  is killed: the job restarts it and goes on stepping envs, and a stop
+  signal still saves and exits as usual."""
   logdir = tmp_path / 'run'
   out = tmp_path / 'out.txt'
   with open(out, 'w') as log:
@@ -311,25 +313,46 @@ def test_idle_job_sleeps(env, tmp_path):
         command(env, logdir, '--run.steps', '1e6', '--run.log_every', '1'),
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
   pids = []
-  try:
-    deadline = time.time() + 300
-    while '"train/loss/' not in (
-        (logdir / 'metrics.jsonl').read_text()
-        if (logdir / 'metrics.jsonl').exists() else ''):
+
+  def wait_for(condition, seconds=300):
+    deadline = time.time() + seconds
+    while not condition():
       assert proc.poll() is None, out.read_text()[-3000:]
       assert time.time() < deadline, out.read_text()[-3000:]
       time.sleep(0.5)
+
+  def metrics():
+    path = logdir / 'metrics.jsonl'
+    return jsonl(path) if path.exists() else []
+
+  try:
+    wait_for(lambda: any('train/loss/rec' in m for m in metrics()))
     proc.send_signal(signal.SIGSTOP)
     time.sleep(3)  # Workers fill replay up to the train ratio, then wait.
     pids = [pid for pid in descendants(proc.pid) if b'resource_tracker'
             not in pathlib.Path(f'/proc/{pid}/cmdline').read_bytes()]
+    text = out.read_text()
     workers = {int(p) for p in re.findall(
-        r'Env worker \d+ started \(pid (\d+)', out.read_text())}
+        r'Env worker \d+ started \(pid (\d+)', text)}
+    actor = int(re.search(r'actor at \S+ \(pid (\d+)\)', text).group(1))
     before = {pid: cpu_seconds(pid) for pid in pids}
     start = time.time()
     time.sleep(5)
     used = {pid: (cpu_seconds(pid) - before[pid]) / (time.time() - start)
             for pid in pids}
+    proc.send_signal(signal.SIGCONT)
+    assert len(workers) == 2 and workers <= set(used), (workers, used)
+    assert len(used) == 4 and actor in used, used  # + the replay server
+    assert max(used.values()) < 0.3, used
+    assert max(used[pid] for pid in workers) < 0.05, used
+
+    os.kill(actor, signal.SIGKILL)
+    wait_for(lambda: 'Warning: restarting the actor' in out.read_text())
+    # Env steps continue with the new actor (it got the parameters).
+    wait_for(lambda: any(m.get('parallel/actor_starts') == 2 and
+                         m.get('fps/env', 0) > 0 for m in metrics()))
+    proc.send_signal(signal.SIGUSR1)
+    proc.wait(timeout=120)
   finally:
     for pid in [proc.pid, *pids]:
       try:
@@ -337,7 +360,6 @@ def test_idle_job_sleeps(env, tmp_path):
       except ProcessLookupError:
         pass
     proc.wait()
-  assert len(workers) == 2 and workers <= set(used), (workers, used)
-  assert len(used) == 4, used  # Replay server, actor, two env workers.
-  assert max(used.values()) < 0.3, used
-  assert max(used[pid] for pid in workers) < 0.05, used
+  text = out.read_text()
+  assert proc.returncode == 3, text[-3000:]
+  assert ckpt_step(logdir) and 'Traceback' not in text, text[-3000:]

@@ -7,7 +7,12 @@ step's reward scores the action against that target: 1 for a match else 0
 (disc), minus the Euclidean distance (cont). So a random policy gets about
 1/actions per step on disc and an optimal one gets 1 on every step after the
 first. Episodes end with is_terminal after `episode_length` steps.
+`work_ms` makes every step spend that many milliseconds of CPU time (a
+busy loop on the thread's CPU clock), standing in for an expensive env
+(rendering, physics) in benchmarks.
 """
+
+import time
 
 import elements
 import numpy as np
@@ -16,7 +21,8 @@ from . import OptionError, UnknownTaskError
 from ..core import base
 
 TASKS = ('disc', 'cont', 'vector', 'image', 'block')
-RANGES = ((r'env\.dummy\.(episode_length|actions)', 'int', 1, None),)
+RANGES = ((r'env\.dummy\.(episode_length|actions)', 'int', 1, None),
+          (r'env\.dummy\.work_ms', 'number', 0, None))
 
 
 def make(name, *, seed=0, size=(64, 64), **kwargs):
@@ -90,7 +96,8 @@ class Block(base.Env):
 class Dummy(base.Env):
 
   def __init__(
-      self, task='disc', size=(64, 64), episode_length=100, actions=6, seed=0):
+      self, task='disc', size=(64, 64), episode_length=100, actions=6,
+      work_ms=0, seed=0):
     if task not in TASKS:
       raise UnknownTaskError(
           f"Unknown task 'dummy_{task}': choose from "
@@ -105,6 +112,7 @@ class Dummy(base.Env):
     self._size = tuple(size)
     self._length = episode_length
     self._actions = actions
+    self._work = float(work_ms) / 1000
     self._rng = np.random.default_rng(seed)
     self._step = 0
     self._done = True  # The first call resets, whatever the action says.
@@ -133,6 +141,10 @@ class Dummy(base.Env):
     return {'action': action, 'reset': elements.Space(bool)}
 
   def step(self, action):
+    if self._work:
+      end = time.thread_time() + self._work
+      while time.thread_time() < end:
+        pass
     if action['reset'] or self._done:
       self._step = 0
       self._done = False

@@ -35,10 +35,14 @@ learner as separate processes on portal, started by one command.
   loses at most the steps since the last save and duplicates none.
 - Failures: a worker that exits with an error is restarted (its envs begin
   new episodes; the cut episode has no is_last in replay, as after a
-  resume). More than run.env_max_restarts restarts in a row without a step
-  in between (0: no limit) stop the job. If the replay server or the actor
-  dies, the job stops with a message naming it; the last checkpoint and
-  the written replay chunks stay.
+  resume). An actor that dies is restarted at its address by the command
+  that runs it: requests reach it once it is up (portal reconnects and
+  resends), the learner sends it parameters as soon as it reconnects, and
+  the envs continue with a fresh policy carry. More than
+  run.env_max_restarts restarts of one process in a row without an env
+  step in between (0: no limit) stop the job. If the replay server dies,
+  the job stops with a message naming it (its buffer lives in it); the
+  last checkpoint and the written replay chunks stay.
 - Only this process writes the logger's files. Metrics: those of `train`
   (episode/*, train/*, replay/*, fps/*) plus parallel/* (per-process
   rates, wait fractions, actor batch and queue) and replay/insert_wait,
@@ -101,8 +105,27 @@ def _learn(job, make_agent, make_logger, args, logdir, batch_steps,
   step = logger.step
   episodes = common.Episodes(logger)
   host = getattr(agent, 'host', None)
+  actor = None
+  actor_back = threading.Event()  # Connected to a (restarted) actor.
+
+  def check():
+    """The job's health check, run also while the learner waits on the
+    replay server: an actor that came back (restarted here or on another
+    machine) gets parameters at once, since env steps, and hence the
+    samples the learner may be waiting for, need them."""
+    job.check()
+    if actor and actor_back.is_set():
+      actor_back.clear()
+      send_params()
+
+  def send_params():
+    state = pickle.dumps(agent.save())
+    ask = lambda: actor.call('params', state)
+    remote.call(ask(), check, resend=ask, client=actor,
+                what='reply from the actor to its parameters')
+
   replay = remote.ReplayClient(
-      job.replay_addr, args.batch_size, args.batch_length, job.check,
+      job.replay_addr, args.batch_size, args.batch_length, check,
       args.steps)
   learner = common.Learner(
       agent, replay, args.batch_size, args.get('cache_every', 0),
@@ -121,11 +144,9 @@ def _learn(job, make_agent, make_logger, args, logdir, batch_steps,
   replay.open()  # From here on workers insert.
 
   actor = remote.client(job.actor_addr, 'ActorClient')
-  state = pickle.dumps(agent.save())
-  ask = lambda: actor.call('params', state)
-  remote.call(ask(), job.check, resend=ask, client=actor,
-              what='reply from the actor to its first parameters')
-  del state
+  actor.socket.callbacks_conn.append(actor_back.set)
+  actor_back.clear()
+  send_params()
 
   def feed():
     """Light steps from the replay server: episode statistics (logged at
@@ -167,7 +188,7 @@ def _learn(job, make_agent, make_logger, args, logdir, batch_steps,
         f'{job.actor_addr}{pid(job.actor_proc)}.', flush=True)
 
   while True:
-    job.check()
+    check()
     if preempt.requested:
       print(f'Stopping on {preempt.signal} at step {int(step):,}.')
       break
@@ -230,6 +251,9 @@ class Job:
     self.failures = {i: 0 for i in self.mine}  # Failures in a row.
     self.seen = {i: 0 for i in self.mine}  # Progress at the latest start.
     self.restarts = 0
+    self.actor_starts = 0
+    self.actor_failures = 0  # In a row, without an env step in between.
+    self.actor_seen = 0  # Env steps of this command at the actor's start.
     self.closed = False
     self._last_check = 0.0
 
@@ -251,10 +275,7 @@ class Job:
           args.train_ratio, tolerance, min_steps, int(args.steps),
           len(self.groups), name='replay')
     if 'actor' in self.roles:
-      sizes = [len(g) for g in self.groups]
-      self.actor_proc = self._process(
-          remote.serve_actor, self.make_agent, self.actor_addr,
-          sizes, args.actor_wait, name='actor')
+      self._start_actor()
     for index in self.mine:
       self._start_worker(index)
     threading.Thread(target=self._watchdog, daemon=True).start()
@@ -271,10 +292,16 @@ class Job:
         break
       time.sleep(0.5)
 
-  def servers(self):
-    return [(name, proc) for name, proc in (
-        ('replay server', self.replay_proc), ('actor', self.actor_proc))
-            if proc is not None]
+  def _start_actor(self):
+    sizes = [len(g) for g in self.groups]
+    self.actor_proc = self._process(
+        remote.serve_actor, self.make_agent, self.actor_addr, sizes,
+        self.args.actor_wait, name='actor')
+    self.actor_seen = self._env_steps()
+    self.actor_starts += 1
+
+  def _env_steps(self):
+    return sum(counter.value for counter in self.progress.values())
 
   def _process(self, fn, *args, name):
     proc = self.portal.Process(fn, *args, name=name)
@@ -299,8 +326,9 @@ class Job:
     dead_since = None
     while not self.closed:
       time.sleep(1.0)
-      dead = [name for name, proc in self.servers()
-              if proc.exitcode is not None]
+      # The replay server only: check() restarts the actor.
+      dead = [name for name, proc in [('replay server', self.replay_proc)]
+              if proc is not None and proc.exitcode is not None]
       if not dead:
         continue
       dead_since = dead_since or time.time()
@@ -318,13 +346,15 @@ class Job:
     if self.closed or (not force and now - self._last_check < 0.5):
       return
     self._last_check = now
-    for name, proc in self.servers():
-      if proc.exitcode is not None:
-        raise ParallelError(
-            f'The {name} process exited (exit code {proc.exitcode}); the '
-            'job stops. The last checkpoint and the written replay chunks '
-            'are kept: run the same command again to resume. Its output '
-            'above shows the cause, if it failed rather than being killed.')
+    if self.replay_proc and self.replay_proc.exitcode is not None:
+      raise ParallelError(
+          f'The replay server process exited (exit code '
+          f'{self.replay_proc.exitcode}); the job stops. The last checkpoint '
+          'and the written replay chunks are kept: run the same command '
+          'again to resume. Its output above shows the cause, if it failed '
+          'rather than being killed.')
+    if self.actor_proc and self.actor_proc.exitcode is not None:
+      self._restart_actor()
     for index, proc in list(self.workers.items()):
       code = proc.exitcode
       if code is None or code == 0:  # Running, or done with the run.
@@ -342,6 +372,21 @@ class Job:
             file=sys.stderr, flush=True)
       _forget(proc)
       self._start_worker(index)
+
+  def _restart_actor(self):
+    code = self.actor_proc.exitcode
+    progressed = self._env_steps() > self.actor_seen
+    self.actor_failures = 1 if progressed else self.actor_failures + 1
+    limit = int(self.args.env_max_restarts)
+    if limit and self.actor_failures > limit:
+      raise ParallelError(
+          f'The actor failed {self.actor_failures} times in a row without an '
+          f'env step in between (run.env_max_restarts is {limit}); the job '
+          'stops. See its error above.')
+    print(f'Warning: restarting the actor (exit code {code}).',
+          file=sys.stderr, flush=True)
+    _forget(self.actor_proc)
+    self._start_actor()
 
   def close(self):
     """Kills every process of the job and its subprocesses (SIGKILL: they
@@ -504,4 +549,5 @@ class Rates:
     out['env/restarts'] = total['restarts']
     out['parallel/worker_restarts'] = self.job.restarts - self.restarts
     self.restarts = self.job.restarts
+    out['parallel/actor_starts'] = self.job.actor_starts
     return out
