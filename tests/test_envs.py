@@ -124,6 +124,20 @@ def test_dummy_is_seeded():
   assert sa == sb and sa != sc
 
 
+def test_dummy_work_costs_cpu_time_per_step():
+  """work_ms: each step spends at least that much CPU time (thread clock,
+  so not a wall-clock figure), and the observations stay those of the
+  same seed without it."""
+  import time
+  slow = envs.make('dummy_vector', seed=1, work_ms=4)
+  fast = envs.make('dummy_vector', seed=1)
+  act = {'reset': False, 'action': np.int32(0)}
+  start = time.thread_time()
+  obs = [slow.step(act)['vector'] for _ in range(10)]
+  assert time.thread_time() - start >= 10 * 0.004
+  assert all((a == fast.step(act)['vector']).all() for a in obs)
+
+
 def test_dummy_image_size():
   env = envs.make('dummy_disc', size=(32, 48))
   assert env.obs_space['image'].shape == (32, 48, 3)
