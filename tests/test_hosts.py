@@ -117,3 +117,16 @@ def test_check_distributed(monkeypatch):
   with pytest.raises(main.ConfigError, match='jax.distributed.coordinator'):
     validate.check_distributed(with_logdir.update(jax={'distributed': {
         'mode': 'manual', 'num_processes': 2}}), {})
+
+
+def test_multihost_refuses_device_replay():
+  """Two processes with replay.device accelerator crashed in the first
+  batch transfer (a device array of one process is no local row of the
+  mesh); refused before anything runs."""
+  config = main.parse(ARGS + ['--logdir', '/tmp/x', '--replay.device',
+                              'accelerator'])
+  with pytest.raises(main.ConfigError) as e:
+    validate.check_distributed(config, SRUN)
+  assert str(e.value).startswith('replay.device accelerator works in one '
+                                 'process; jax.distributed found 2 processes')
+  assert validate.check_distributed(config, {}) is None

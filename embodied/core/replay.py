@@ -62,6 +62,16 @@ RANGES = ((r'replay\.(size|chunksize)', 'int', 1, None),)
 CHOICES = {'replay.device': ('host', 'accelerator')}
 
 
+def check_processes(config, settings):
+  if config.replay.device == 'accelerator':
+    # Its batches are arrays on this process's first device, which the
+    # train step of a multi-process mesh cannot take as its local rows.
+    return (f'replay.device accelerator works in one process; '
+            f'jax.distributed found {settings.num_processes} processes '
+            f'({settings.source}): use replay.device host')
+  return None
+
+
 def check(config):
   length = config.batch_length + config.replay_context
   if config.replay.chunksize <= length:
