@@ -44,8 +44,9 @@ class Block(base.Env):
   MOVES = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
   CELLS = 4
 
-  def __init__(self, size=(64, 64), episode_length=100, seed=0):
+  def __init__(self, size=(64, 64), episode_length=100, work_ms=0, seed=0):
     _check_length(episode_length)
+    self._work = float(work_ms) / 1000
     self._size = tuple(size)
     self._length = episode_length
     self._rng = np.random.default_rng(seed)
@@ -64,6 +65,7 @@ class Block(base.Env):
             'reset': elements.Space(bool)}
 
   def step(self, action):
+    _spend(self._work)
     if action['reset'] or self._done:
       self._step = 0
       self._done = False
@@ -141,10 +143,7 @@ class Dummy(base.Env):
     return {'action': action, 'reset': elements.Space(bool)}
 
   def step(self, action):
-    if self._work:
-      end = time.thread_time() + self._work
-      while time.thread_time() < end:
-        pass
+    _spend(self._work)
     if action['reset'] or self._done:
       self._step = 0
       self._done = False
@@ -197,6 +196,13 @@ class Dummy(base.Env):
       left = int(round(x * (width - side)))
       image[top:top + side, left:left + side] = 255
     return image
+
+
+def _spend(seconds):
+  """Busy for `seconds` of this thread's CPU time (work_ms)."""
+  end = time.thread_time() + seconds
+  while time.thread_time() < end:
+    pass
 
 
 def _check_length(episode_length):

@@ -320,23 +320,22 @@ class Job:
   def _watchdog(self, grace=10.0):
     """Last resort for a learner blocked where it cannot run check()
     (e.g. portal waiting to reconnect to a dead server): once the replay
-    server or the actor has been gone for `grace` seconds without the job
-    being closed, say so, kill the job's processes and exit with status 1.
-    Checkpoints stay intact (they are written atomically)."""
+    server has been gone for `grace` seconds without the job being closed,
+    say so, kill the job's processes and exit with status 1. Checkpoints
+    stay intact (they are written atomically). A dead actor is check()'s:
+    it restarts it."""
     dead_since = None
     while not self.closed:
       time.sleep(1.0)
-      # The replay server only: check() restarts the actor.
-      dead = [name for name, proc in [('replay server', self.replay_proc)]
-              if proc is not None and proc.exitcode is not None]
-      if not dead:
+      proc = self.replay_proc
+      if proc is None or proc.exitcode is None:
         continue
       dead_since = dead_since or time.time()
       if time.time() - dead_since < grace or self.closed:
         continue
-      print(f'Error: the {dead[0]} process exited; the job stops. The last '
-            'checkpoint and the written replay chunks are kept: run the '
-            'same command again to resume.', file=sys.stderr, flush=True)
+      print('Error: the replay server process exited; the job stops. The '
+            'last checkpoint and the written replay chunks are kept: run '
+            'the same command again to resume.', file=sys.stderr, flush=True)
       self.close()
       os._exit(1)
 
