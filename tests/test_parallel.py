@@ -305,12 +305,17 @@ def test_idle_job_sleeps_and_a_killed_actor_is_restarted(env, tmp_path):
   ~0.6), the servers less than 0.3: portal's server loop polls its queues
   with 0.1 ms timeouts by design, 0.07-0.2 of a core here. Then the actor
   is killed: the job restarts it and goes on stepping envs, and a stop
-  signal still saves and exits as usual."""
+  signal still saves and exits as usual. Policy videos of env 0 reach the
+  learner's logdir."""
   logdir = tmp_path / 'run'
   out = tmp_path / 'out.txt'
   with open(out, 'w') as log:
     proc = subprocess.Popen(
-        command(env, logdir, '--run.steps', '1e6', '--run.log_every', '1'),
+        command(env, logdir, '--run.steps', '1e6', '--run.log_every', '1',
+                # Images, for the policy video of env 0; an extension
+                # with host state (the intrinsic reward schedule).
+                '--task', 'dummy_disc', '--run.video_every', '1',
+                '--agent.use_intrinsic', 'True'),
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
   pids = []
 
@@ -363,3 +368,10 @@ def test_idle_job_sleeps_and_a_killed_actor_is_restarted(env, tmp_path):
   text = out.read_text()
   assert proc.returncode == 3, text[-3000:]
   assert ckpt_step(logdir) and 'Traceback' not in text, text[-3000:]
+  # Env 0's policy episodes, recorded by its worker, logged by the learner.
+  assert list((logdir / 'videos').glob('policy-image-*.mp4')), text[-3000:]
+  # The schedule's host state counted every env step of the checkpoint.
+  import pickle
+  folder = logdir / 'ckpt' / (logdir / 'ckpt' / 'latest').read_text().strip()
+  host = pickle.loads((folder / 'host.pkl').read_bytes())
+  assert host['intrinsic']['steps'] == ckpt_step(logdir), host

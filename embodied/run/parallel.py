@@ -46,7 +46,9 @@ learner as separate processes on portal, started by one command.
 - Only this process writes the logger's files. Metrics: those of `train`
   (episode/*, train/*, replay/*, fps/*) plus parallel/* (per-process
   rates, wait fractions, actor batch and queue) and replay/insert_wait,
-  replay/sample_wait (mean seconds per call).
+  replay/sample_wait (mean seconds per call). Policy videos of env 0 (every
+  run.video_every seconds) are recorded by env worker 0 and reach the
+  logger through the replay server's stats.
 """
 
 import atexit
@@ -314,6 +316,8 @@ class Job:
         remote.env_worker, index, self.groups[index], self.make_env,
         self.actor_addr, self.replay_addr, bool(args.parallel_envs),
         int(args.env_max_restarts), self.progress[index],
+        # Env 0 is worker 0's first: its video, as `train` records env 0.
+        float(args.get('video_every', 0)) if index == 0 else 0.0,
         name=f'envs{index}')
     self.seen[index] = self.progress[index].value
 
@@ -509,6 +513,7 @@ class Rates:
     out = {}
     stats = replay.stats()
     out.update(stats['metrics'])
+    out.update(stats['videos'])  # policy/<key>, as `train` logs them
     ask = lambda: actor.call('stats')
     out.update(remote.call(ask(), self.job.check, resend=ask, client=actor,
                            what='reply from the actor to stats'))

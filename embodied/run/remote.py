@@ -127,6 +127,7 @@ class ReplayServer:
     self.workers = {}  # worker -> its latest cumulative counters.
     self.added = {}  # worker -> (pid, seq) of its latest added step.
     self.writeback = [0.0, 0]  # seconds, calls
+    self.videos = {}  # Policy videos from env worker 0, until stats().
 
   def info(self):
     return {'length': self.replay.length, 'chunksize': self.replay.chunksize}
@@ -247,8 +248,15 @@ class ReplayServer:
     if calls:
       out['replay/writeback_ms'] = 1000 * seconds / calls
     self.writeback = [0.0, 0]
+    videos, self.videos = self.videos, {}
     # A list: portal's packing takes only string keys.
-    return {'metrics': out, 'workers': sorted(self.workers.items())}
+    return {'metrics': out, 'workers': sorted(self.workers.items()),
+            'videos': videos}
+
+  def video(self, videos):
+    """A rendered policy episode from env worker 0, for the learner's log."""
+    self.videos.update(videos)
+    return True
 
   def _stats(self):
     out = {f'replay/{k}': v for k, v in self.limiter.stats().items()}
@@ -275,7 +283,7 @@ def serve_replay(make_replay, addr, ratio, tolerance, min_steps, steps,
   srv.bind('update', impl.update, workers=1)
   srv.bind('prioritize', impl.prioritize, workers=1)
   for name in ('info', 'open', 'item_ids', 'gather', 'snapshot', 'restore',
-               'committed', 'stats'):
+               'committed', 'stats', 'video'):
     srv.bind(name, getattr(impl, name))
   srv.start(block=True)
 
@@ -297,7 +305,8 @@ class ReplayClient:
     self.step = 0
     self.events = []
     self.wait_time = 0.0  # Seconds sample() blocked the caller.
-    self._next = None
+    self._next = None  # The prefetched sample's future,
+    self._ready = []   # or its batch, taken early (see snapshot()).
     self._snapshot = None
     info = self._call('info')
     self.length, self.chunksize = info['length'], info['chunksize']
@@ -319,13 +328,7 @@ class ReplayClient:
     start = time.perf_counter()
     try:
       while True:
-        ask = lambda: self.client.call('sample', batch_size, self.trained, True)
-        future = self._next or ask()
-        self._next = None
-        # A repeated sample at most counts one unused batch.
-        data = self._take(call(
-            future, self.check, what='reply from the replay server to '
-            'sample', resend=ask, client=self.client))
+        data = self._ready.pop() if self._ready else self._take_next()
         if data is not None:
           break
         if self.step >= self.steps:
@@ -334,6 +337,16 @@ class ReplayClient:
       return data
     finally:
       self.wait_time += time.perf_counter() - start
+
+  def _take_next(self):
+    ask = lambda: self.client.call(
+        'sample', self.batch_size, self.trained, True)
+    future = self._next or ask()
+    self._next = None
+    # A repeated sample at most counts one unused batch.
+    return self._take(call(
+        future, self.check, what='reply from the replay server to sample',
+        resend=ask, client=self.client))
 
   def update(self, stepid, values):
     self._send('update', stepid, values)
@@ -365,6 +378,10 @@ class ReplayClient:
   def snapshot(self):
     """Takes the coordinated snapshot; returns its env step. Its parts are
     then saved through part('replay') and part('limiter')."""
+    if self._next is not None:
+      # The prefetched sample's reply carries light steps the server handed
+      # out before this snapshot: feed them with it, not after the save.
+      self._ready.append(self._take_next())
     data = pickle.loads(self._call('snapshot', repeatable=False))
     self.step = int(data['step'])
     self.events += data['events']
@@ -556,15 +573,31 @@ def serve_actor(make_agent, addr, sizes, wait):
 
 # Env workers.
 
+class _Videos:
+  """What PolicyVideo.log() logs to: sends it to the replay server."""
+
+  def __init__(self, replay):
+    self.replay = replay
+
+  def add(self, videos):
+    ask = lambda: self.replay.call('video', videos)
+    call(ask(), what='reply from the replay server to video', resend=ask,
+         client=self.replay)
+
+
 def env_worker(index, env_ids, make_env, actor_addr, replay_addr, parallel,
-               max_restarts, progress):
+               max_restarts, progress, video_every=0):
   """Process entry: steps the envs env_ids with the existing Driver (each
   env in its own subprocess with parallel=True, i.e. run.parallel_envs),
   asks the actor for actions and inserts every lockstep step into replay.
   progress: a shared counter of this worker's env steps (the supervisor
-  reads it). Returns when the replay server says the run is done."""
+  reads it). video_every: seconds between policy videos of this worker's
+  first env (as `train` records env 0), sent rendered to the replay server
+  for the learner's log. Returns when the replay server says the run is
+  done."""
   import functools
   from embodied.core import Driver
+  from .common import PolicyVideo
   child_setup()
   actor = client(actor_addr, f'Actor{index}')
   replay = client(replay_addr, f'Replay{index}')
@@ -574,6 +607,8 @@ def env_worker(index, env_ids, make_env, actor_addr, replay_addr, parallel,
               'actor_wait': 0.0, 'insert_wait': 0.0, 'restarts': 0}
   trans = []
   driver.on_step(lambda tran, i: trans.append((env_ids[i], tran)))
+  video = PolicyVideo(video_every)
+  driver.on_step(video)
 
   seq = [0]  # Lockstep steps of this process, numbering its requests.
 
@@ -610,6 +645,7 @@ def env_worker(index, env_ids, make_env, actor_addr, replay_addr, parallel,
           break
       seq[0] += 1
       counters['insert_wait'] += time.perf_counter() - start
+      video.log(_Videos(replay))
       if status == 'done':
         break
       counters['steps'] += len(trans)
