@@ -8,7 +8,7 @@ ignores):
   python scripts/gpu_check.py --prepare
 On the GPU machine (the device tool: command `python3 scripts/gpu_check.py
 --out $OUT`, carry ['.gpu'], timeout_s 600):
-  python3 scripts/gpu_check.py --out OUT [--budget 540]
+  python3 scripts/gpu_check.py --out OUT [--budget 500]
 The CPU dry run of every stage with tiny sizes (part of the test suite):
   python scripts/gpu_check.py --cpu --out /tmp/gpu_dry --budget 240
 
@@ -49,8 +49,10 @@ GPU = dict(
            '--bench.updates', '20', '--bench.env_steps', '4000',
            '--bench.flops', 'False'],
     train=['--configs', 'atari100k', 'size12m'],
-    tests=TESTS, caps=dict(bench16=170, seeds8=130, bench32=100, tests=150),
-    seeds=8, min_train=60, stop=None)
+    tests=TESTS, caps=dict(bench16=150, seeds8=110, bench32=70, tests=100),
+    seeds=8, min_train=75, stop=None,
+    # Seconds kept from the stages before it for the run and its plot.
+    reserve=110)
 CPU = dict(
     bench=['train', '--configs', 'debug', '--task', 'dummy_vector',
            '--bench.updates', '2', '--bench.env_steps', '200',
@@ -62,7 +64,7 @@ CPU = dict(
     caps=dict(bench16=90, seeds8=90, bench32=0, tests=60), seeds=2,
     min_train=60,
     # A fixed length: the dry run checks the stage, not a duration.
-    stop=['--run.steps', '300'])
+    stop=['--run.steps', '300'], reserve=0)
 
 
 def prepare():
@@ -96,7 +98,12 @@ def install_wheels(env):
   """Installs the carried wheels into a private folder on PYTHONPATH,
   where any of their modules is missing."""
   import importlib.util
-  missing = [m for m in MODULES if importlib.util.find_spec(m) is None]
+  def absent(name):
+    try:  # find_spec of 'a.b' raises when 'a' itself is missing.
+      return importlib.util.find_spec(name) is None
+    except ModuleNotFoundError:
+      return True
+  missing = [m for m in MODULES if absent(m)]
   if not missing:
     return 'all dependencies installed'
   wheels = sorted((PREPARED / 'wheels').glob('*.whl'))
@@ -117,27 +124,28 @@ class Budget:
   def __init__(self, seconds):
     self.end = time.time() + seconds
 
-  def left(self):
-    return max(0.0, self.end - time.time())
+  def left(self, reserve=0):
+    return max(0.0, self.end - time.time() - reserve)
 
 
 def run(cmd, log, timeout, env):
-  """Runs cmd with its output appended to log; returns (exit code or
-  'timeout', seconds, output)."""
+  """Runs cmd with its output appended to log as it comes (a call killed
+  at its limit still returns it); returns (exit code or 'timeout',
+  seconds, output)."""
   start = time.time()
   with open(log, 'a') as f:
     f.write(f'\n$ {" ".join(cmd)}\n')
     f.flush()
+    begin = f.tell()
     try:
-      proc = subprocess.run(
-          cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-          stderr=subprocess.STDOUT, text=True, timeout=max(1, timeout))
-      output, code = proc.stdout, proc.returncode
-    except subprocess.TimeoutExpired as e:
-      output = e.stdout or ''
-      output = output.decode() if isinstance(output, bytes) else output
+      code = subprocess.run(
+          cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+          timeout=max(1, timeout)).returncode
+    except subprocess.TimeoutExpired:
       code = 'timeout'
-    f.write(output)
+  with open(log) as f:
+    f.seek(begin)
+    output = f.read()
   return code, time.time() - start, output
 
 
@@ -179,7 +187,7 @@ def main(argv=None):
   parser.add_argument('--prepare', action='store_true')
   parser.add_argument('--cpu', action='store_true',
                       help='dry run of every stage on the CPU, tiny sizes')
-  parser.add_argument('--budget', type=float, default=540,
+  parser.add_argument('--budget', type=float, default=500,
                       help='seconds for all stages together')
   args = parser.parse_args(argv)
   if args.prepare:
@@ -215,32 +223,22 @@ def main(argv=None):
     if not sizes['caps'][name]:  # The dry run skips the float32 repeat.
       continue
     cmd = [py, 'scripts/bench.py', *sizes['bench'], *platform, *extra]
-    code, secs, output = run(cmd, out / 'bench.log',
-                             min(sizes['caps'][name], budget.left()), env)
+    code, secs, output = run(
+        cmd, out / 'bench.log',
+        min(sizes['caps'][name], budget.left(sizes['reserve'])), env)
     rows.append((label, code, secs, bench_results(output)))
-  summary += ['## Train throughput', '',
-              f'`scripts/bench.py {" ".join(sizes["bench"])}`: bfloat16, '
-              f'{seeds} seeds as one program (`--run.seeds {seeds}`) and '
-              'float32 (bench.log).', '']
-  keys = []
-  for _, _, _, res in rows:
-    keys += [k for k in (res or {}) if k not in keys]
-  summary.append('| figure | ' + ' | '.join(r[0] for r in rows) + ' |')
-  summary.append('|---|' + '---|' * len(rows))
-  summary.append('| exit | ' + ' | '.join(
-      f'{r[1]} ({r[2]:.0f} s)' for r in rows) + ' |')
-  for key in keys:
-    summary.append(f'| {key} | ' + ' | '.join(
-        fmt((r[3] or {}).get(key, '')) for r in rows) + ' |')
-  summary.append('')
+    save(out, summary + throughput(sizes, rows))
+  summary += throughput(sizes, rows)
 
   # The GPU-relevant tests.
   cmd = [py, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', *sizes['tests']]
-  code, secs, output = run(cmd, out / 'tests.log',
-                           min(sizes['caps']['tests'], budget.left()), env)
+  code, secs, output = run(
+      cmd, out / 'tests.log',
+      min(sizes['caps']['tests'], budget.left(sizes['reserve'])), env)
   last = (output.strip().splitlines() or ['(no output)'])[-1]
   summary += ['## Tests', '', f'`pytest {" ".join(sizes["tests"])}`: exit '
               f'{code} after {secs:.0f} s: {last} (tests.log)', '']
+  save(out, summary)
 
   # A training run for what is left, then its curve over the published one.
   logdir = pathlib.Path(tempfile.mkdtemp(prefix='gpu_check_run_'))
@@ -265,9 +263,36 @@ def main(argv=None):
               '', '```', *scores.strip().splitlines()[-15:], '```', '']
   if args.cpu:
     shutil.rmtree(logdir, ignore_errors=True)
-  (out / 'summary.md').write_text('\n'.join(summary))
+  save(out, summary)
   print('\n'.join(summary))
   return 0
+
+
+def save(out, lines):
+  # After every stage: a command killed at its limit still returns the
+  # figures of the stages that finished.
+  (out / 'summary.md').write_text('\n'.join(lines))
+
+
+def throughput(sizes, rows):
+  """The throughput section: one column per bench run."""
+  seeds = sizes['seeds']
+  summary = ['## Train throughput', '',
+              f'`scripts/bench.py {" ".join(sizes["bench"])}`: bfloat16, '
+              f'{seeds} seeds as one program (`--run.seeds {seeds}`) and '
+              'float32 (bench.log).', '']
+  keys = []
+  for _, _, _, res in rows:
+    keys += [k for k in (res or {}) if k not in keys]
+  summary.append('| figure | ' + ' | '.join(r[0] for r in rows) + ' |')
+  summary.append('|---|' + '---|' * len(rows))
+  summary.append('| exit | ' + ' | '.join(
+      f'{r[1]} ({r[2]:.0f} s)' for r in rows) + ' |')
+  for key in keys:
+    summary.append(f'| {key} | ' + ' | '.join(
+        fmt((r[3] or {}).get(key, '')) for r in rows) + ' |')
+  summary.append('')
+  return summary
 
 
 if __name__ == '__main__':
