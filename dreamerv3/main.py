@@ -488,12 +488,14 @@ def main(argv=None):
 
 def cli():
   from embodied.jax import PlatformError
+  from embodied.run.parallel import ParallelError
   try:
     main()
   except (ConfigError, PlatformError) as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)
-  except (embodied.EnvCrashError, embodied.CheckpointError) as e:
+  except (embodied.EnvCrashError, embodied.CheckpointError,
+          ParallelError) as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(1)
   except embodied.Preempted as e:

@@ -375,3 +375,49 @@ def test_idle_job_sleeps_and_a_killed_actor_is_restarted(env, tmp_path):
   folder = logdir / 'ckpt' / (logdir / 'ckpt' / 'latest').read_text().strip()
   host = pickle.loads((folder / 'host.pkl').read_bytes())
   assert host['intrinsic']['steps'] == ckpt_step(logdir), host
+
+
+@pytest.mark.slow  # Two commands of one job: about a minute on 2 cores.
+def test_learner_stops_when_the_servers_of_another_command_are_gone(
+    env, tmp_path):
+  """A job split over two commands (as over two machines): servers and
+  env workers in one, the learner in the other. Killing the first leaves
+  the learner's servers unreachable; it stops after run.server_timeout with
+  one line naming the server, instead of waiting forever."""
+  import portal
+  addrs = [f'localhost:{portal.free_port()}' for _ in range(2)]
+  shared = ['--run.replay_addr', addrs[0], '--run.actor_addr', addrs[1],
+            '--run.steps', '1e6', '--run.server_timeout', '3']
+  servers = subprocess.Popen(
+      command(env, tmp_path / 'servers', *shared, '--run.parallel_roles',
+              'replay,actor,envs'),
+      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+      start_new_session=True)
+  out = tmp_path / 'learner.txt'
+  try:
+    with open(out, 'w') as log:
+      learner = subprocess.Popen(
+          command(env, tmp_path / 'learner', *shared, '--run.parallel_roles',
+                  'learner', '--run.log_every', '1'),
+          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    metrics = tmp_path / 'learner' / 'metrics.jsonl'
+    deadline = time.time() + 300
+    while '"train/loss/' not in (metrics.read_text() if metrics.exists()
+                                 else ''):
+      assert learner.poll() is None, out.read_text()[-3000:]
+      assert time.time() < deadline, out.read_text()[-3000:]
+      time.sleep(0.5)
+    os.killpg(servers.pid, signal.SIGKILL)  # The whole other "machine".
+    learner.wait(timeout=120)
+  finally:
+    for proc in (servers, learner):
+      if proc.poll() is None:
+        proc.kill()
+    try:
+      os.killpg(servers.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+  text = out.read_text()
+  assert learner.returncode == 1, text[-3000:]
+  assert re.search(r'Error: the (replay server|actor) at localhost:\d+ has been '
+                   r'unreachable for 3 s', text), text[-3000:]

@@ -146,6 +146,7 @@ def _learn(job, make_agent, make_logger, args, logdir, batch_steps,
   replay.open()  # From here on workers insert.
 
   actor = remote.client(job.actor_addr, 'ActorClient')
+  job.watch_servers({'replay': replay.client, 'actor': actor})
   actor.socket.callbacks_conn.append(actor_back.set)
   actor_back.clear()
   send_params()
@@ -258,6 +259,7 @@ class Job:
     self.actor_seen = 0  # Env steps of this command at the actor's start.
     self.closed = False
     self._last_check = 0.0
+    self._watched = []  # (name, client) of servers other commands run.
 
   def start(self):
     args = self.args
@@ -284,15 +286,28 @@ class Job:
 
   def serve(self, preempt):
     """A command without the learner: supervises its processes until its
-    env workers are done (servers: until a stop signal)."""
+    env workers are done (servers: until a stop signal), and with env
+    workers watches the servers that other commands run."""
     print(f'Parallel roles {", ".join(self.roles)}: replay at '
           f'{self.replay_addr}, actor at {self.actor_addr}.', flush=True)
+    if self.mine:
+      self.watch_servers()
     while not preempt.requested:
       self.check()
       if self.mine and not self.replay_proc and not self.actor_proc and all(
           p.exitcode == 0 for p in self.workers.values()):
         break
       time.sleep(0.5)
+
+  def watch_servers(self, clients=None):
+    """Watches the replay server and the actor where another command runs
+    them (clients: this process's own, else new ones)."""
+    clients = clients or {}
+    for role, name, addr in (('replay', 'replay server', self.replay_addr),
+                             ('actor', 'actor', self.actor_addr)):
+      if role not in self.roles:
+        client = clients.get(role) or remote.client(addr, f'Watch{role}')
+        self.watch(name, client)
 
   def _start_actor(self):
     sizes = [len(g) for g in self.groups]
@@ -322,26 +337,50 @@ class Job:
     self.seen[index] = self.progress[index].value
 
   def _watchdog(self, grace=10.0):
-    """Last resort for a learner blocked where it cannot run check()
-    (e.g. portal waiting to reconnect to a dead server): once the replay
-    server has been gone for `grace` seconds without the job being closed,
-    say so, kill the job's processes and exit with status 1. Checkpoints
-    stay intact (they are written atomically). A dead actor is check()'s:
-    it restarts it."""
+    """Last resort for a command blocked where it cannot run check() (e.g.
+    portal waiting to reconnect to a dead server): once the replay server
+    has been gone for `grace` seconds, or a server of another command for
+    run.server_timeout, without the job being closed, say so, kill the
+    job's processes and exit with status 1. Checkpoints stay intact (they
+    are written atomically). A dead actor is check()'s: it restarts it."""
     dead_since = None
     while not self.closed:
       time.sleep(1.0)
+      now = time.time()
+      message = self._unreachable(now)
       proc = self.replay_proc
-      if proc is None or proc.exitcode is None:
+      if proc is not None and proc.exitcode is not None:
+        dead_since = dead_since or now
+        if now - dead_since > grace:
+          message = ('the replay server process exited; the job stops. The '
+                     'last checkpoint and the written replay chunks are '
+                     'kept: run the same command again to resume.')
+      if message and not self.closed:
+        print(f'Error: {message}', file=sys.stderr, flush=True)
+        self.close()
+        os._exit(1)
+
+  def watch(self, name, client):
+    """The watchdog stops the job once this client of a server that
+    another command runs has been disconnected for run.server_timeout
+    seconds (portal would wait for it forever, in any call)."""
+    self._watched.append((name, client, [None]))
+
+  def _unreachable(self, now):
+    """A line naming a watched server gone for too long, or None."""
+    for name, client, lost in self._watched:
+      if client.connected:
+        lost[0] = None
         continue
-      dead_since = dead_since or time.time()
-      if time.time() - dead_since < grace or self.closed:
-        continue
-      print('Error: the replay server process exited; the job stops. The '
-            'last checkpoint and the written replay chunks are kept: run '
-            'the same command again to resume.', file=sys.stderr, flush=True)
-      self.close()
-      os._exit(1)
+      lost[0] = lost[0] or now
+      if now - lost[0] > float(self.args.server_timeout):
+        host, port = client.socket.addr
+        return (f'the {name} at {host}:{port} has been unreachable for '
+                f'{self.args.server_timeout:g} s (run.server_timeout); '
+                'this command stops. The last checkpoint and the written '
+                'replay chunks are kept: restart the job on every machine '
+                'to resume.')
+    return None
 
   def check(self, force=False):
     """Cheap enough to call often; looks at the processes twice a second."""
@@ -478,7 +517,8 @@ def layout(args):
 
 
 # Config checks (dreamerv3/validate.py) of the parallel script's keys.
-RANGES = ((r'run\.env_workers', 'int', 1, None),)
+RANGES = ((r'run\.env_workers', 'int', 1, None),
+          (r'run\.server_timeout', 'number', 1, None))
 
 
 def check(config):
