@@ -575,7 +575,13 @@ def test_prefetching_learner_trains_like_the_plain_one(built):
     learner = Learner(agent, replay, 4, context=1, prefetch=prefetch)
     metrics = [learner() for _ in range(4)]
     metrics.append(learner.flush())
-    assert 0 <= learner.stats()['learner/wait_frac'] <= 1
+    stats = learner.stats()
+    assert 0 <= stats['learner/wait_frac'] <= 1
+    # Dispatch is its own share with prefetching; the shares never
+    # exceed the whole.
+    assert ('learner/dispatch_frac' in stats) == prefetch
+    assert stats['learner/wait_frac'] + stats.get(
+        'learner/dispatch_frac', 0) <= 1 + 1e-9
     results.append((agent.save(), metrics, sampled, written))
   agent.load(start)
   (params0, metrics0, sampled0, written0), \

@@ -162,8 +162,8 @@ def test_train(jax_cache, tmp_path):
   check(result, [
       'task', 'platform', 'dtype', 'batch', 'env_steps_per_s', 'init_s',
       'params', 'compile_policy_s', 'policy_steps_per_s', 'compile_train_s',
-      'learner_wait_frac', 'updates_per_s', 'cpu_s_per_update', 'cores_busy',
-      'replayed_steps_per_s', 'peak_rss_gb', 'peak_device_gb', 'recompiles'])
+      'learner_wait_frac', 'learner_dispatch_frac', 'updates_per_s',
+      'cpu_s_per_update', 'cores_busy', 'replayed_steps_per_s', 'peak_rss_gb', 'peak_device_gb', 'recompiles'])
   assert result['task'] == 'dummy_block' and result['batch'] == '4x8'
   assert result['recompiles'] == 'none' and result['params'] > 1000
   assert result['replayed_steps_per_s'] == pytest.approx(

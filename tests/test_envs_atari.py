@@ -365,6 +365,10 @@ def test_resize_methods():
     assert np.array_equal(obs['image'], expected)
 
 
+# The default run trains atari100k end to end in the GPU check's CPU dry
+# run (tests/test_gpu_check.py); this one adds the 64x64 frames and the
+# frame cap seen from main.py.
+@pytest.mark.slow
 def test_end_to_end_training(tmp_path):
   """A short debug run through main.py: episodes capped at 400
   frames. ~1.5 min of CPU, mostly XLA compile."""

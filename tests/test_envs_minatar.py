@@ -174,6 +174,9 @@ def test_preset(args, shape):
   assert env.step(RESET)['image'].shape == shape
 
 
+# The env's own tests run by default; main.py's path is the same for every
+# suite (tests/test_main.py).
+@pytest.mark.slow
 def test_end_to_end_training(tmp_path):
   """A short debug run through main.py on MinAtar Breakout. ~1 min of
   CPU, mostly XLA compile."""

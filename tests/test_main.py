@@ -25,10 +25,11 @@ CACHE = {}
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
+def env(jax_cache):
   env = dict(os.environ)
-  # One compilation cache for the module's runs (--jax.cache_dir below).
-  CACHE['dir'] = str(tmp_path_factory.mktemp('jax_cache'))
+  # The session's compilation cache for the module's runs (--jax.cache_dir
+  # below): other tests' runs of the same programs skip their compile.
+  CACHE['dir'] = str(jax_cache)
   env['PYTHONUNBUFFERED'] = '1'  # Keep stdout of killed runs.
   return env
 

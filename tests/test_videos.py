@@ -195,13 +195,13 @@ def test_episode_recorder_records_one_whole_episode():
   assert recorder.done() is None
 
 
-def test_vector_task_logs_no_video(tmp_path):
+def test_vector_task_logs_no_video(tmp_path, jax_cache):
   logdir = tmp_path / 'run'
   cmd = [sys.executable, str(ROOT / 'dreamerv3' / 'main.py'),
          '--configs', 'debug', '--task', 'dummy_vector', '--logdir',
          str(logdir), '--run.steps', '120', '--run.report_every', '1',
          '--run.video_every', '1', '--run.log_every', '1',
-         '--jax.cache_dir', '']
+         '--jax.cache_dir', str(jax_cache)]
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   assert not (logdir / 'videos').exists()
@@ -230,7 +230,7 @@ def test_policy_video_logs_on_clock():
   assert common.PolicyVideo(every=0).clock is None
 
 
-def test_train_eval_run_logs_all_videos(tmp_path):
+def test_train_eval_run_logs_all_videos(tmp_path, jax_cache):
   """An image task logs open-loop report videos, training policy episodes
   and eval episodes as MP4 files under LOGDIR/videos."""
   logdir = tmp_path / 'run'
@@ -238,9 +238,11 @@ def test_train_eval_run_logs_all_videos(tmp_path):
          '--configs', 'debug', '--task', 'dummy_block', '--script',
          'train_eval', '--logdir', str(logdir), '--env.size', '16,16',
          '--agent.enc.mults', '2,2', '--agent.dec.mults', '2,2',
-         '--run.steps', '120', '--run.report_every', '1',
-         '--run.video_every', '1', '--run.eval_every', '1',
-         '--run.log_every', '1', '--jax.cache_dir', '']
+         # Every few seconds, not every step: each video written costs the
+         # loop an encode, and one of each kind is the point.
+         '--run.steps', '120', '--run.report_every', '3',
+         '--run.video_every', '1', '--run.eval_every', '3',
+         '--run.log_every', '1', '--jax.cache_dir', str(jax_cache)]
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   names = {p.name.rsplit('-', 1)[0]: p for p in (logdir / 'videos').iterdir()}

@@ -87,7 +87,10 @@ class Learner:
   stats()['learner/wait_frac']: of the time spent in calls, the share the
   host was busy with replay work (sampling, transfers, write-back) rather
   than waiting for the device: near 0 means the device is the bottleneck,
-  near 1 that the device waits on the host."""
+  near 1 that the device waits on the host. With prefetching,
+  'learner/dispatch_frac' is the share spent handing the next step to the
+  device: kept apart because a GPU runtime may block there until the
+  previous step is done, which is device time seen from the host."""
 
   def __init__(self, agent, replay, batch_size, cache_every=0, context=0,
                prefetch=True):
@@ -103,7 +106,7 @@ class Learner:
         if cache_every else None
     self._next = None      # The next batch, on its way to the devices.
     self._pending = None   # (outs, metrics) of the last step, on device.
-    self._time = {'host': 0.0, 'device': 0.0}
+    self._time = {'host': 0.0, 'device': 0.0, 'dispatch': 0.0}
 
   def batch(self, commit=True, size=None):
     """commit=False for batches that are not trained on (reports): replay
@@ -128,6 +131,8 @@ class Learner:
     total = sum(self._time.values())
     if total:
       stats['learner/wait_frac'] = self._time['host'] / total
+      if self.prefetch:
+        stats['learner/dispatch_frac'] = self._time['dispatch'] / total
     self._time = {k: 0.0 for k in self._time}
     return stats
 
@@ -152,14 +157,17 @@ class Learner:
     start = time.perf_counter()
     if self._next is None:
       self._next = self.agent.put(self.batch())
+    dispatch = time.perf_counter()
     pending = self.agent.train_async(self._next)
+    dispatch = time.perf_counter() - dispatch
+    self._time['dispatch'] += dispatch
     self._next = None
     metrics = {}
     if self._pending is not None:
       metrics = self._finish(self._pending)
     self._pending = pending
     self._next = self.agent.put(self.batch())
-    self._time['host'] += time.perf_counter() - start
+    self._time['host'] += time.perf_counter() - start - dispatch
     return self._step_done(metrics)
 
   def flush(self):

@@ -102,7 +102,9 @@ def run(options, flags):
   learner.stats()
   dt, cpu = common.time_calls(learner, options['updates'])
   learner.flush()
-  results['learner_wait_frac'] = learner.stats()['learner/wait_frac']
+  stats = learner.stats()
+  results['learner_wait_frac'] = stats['learner/wait_frac']
+  results['learner_dispatch_frac'] = stats.get('learner/dispatch_frac', 0.0)
   results['updates_per_s'] = 1 / dt
   results['cpu_s_per_update'] = cpu
   results['cpu_s_per_seed_update'] = cpu / seeds
@@ -133,15 +135,17 @@ def datapaths(agent, config, options):
     data = dmain.make_replay(other, 'replay', directory=False)
     common.fill(other, data, options['env_steps'])
     for prefetch in (True, False):
-      dt, wait = time_learner(agent, data, config, options, prefetch)
+      dt, stats = time_learner(agent, data, config, options, prefetch)
       name = f'{"prefetch" if prefetch else "sync"}_{device}'
       out[f'updates_per_s[{name}]'] = 1 / dt
-      out[f'wait_frac[{name}]'] = wait
+      out[f'wait_frac[{name}]'] = stats['learner/wait_frac']
+      if prefetch:
+        out[f'dispatch_frac[{name}]'] = stats['learner/dispatch_frac']
   return out
 
 
 def time_learner(agent, replay, config, options, prefetch):
-  """(seconds per update, the learner's wait fraction)."""
+  """(seconds per update, the learner's stats)."""
   from embodied.run.common import Learner
   learner = Learner(agent, replay, config.batch_size, prefetch=prefetch)
   # Replay on the accelerator compiles its upload for the first few sizes
@@ -151,7 +155,7 @@ def time_learner(agent, replay, config, options, prefetch):
   learner.stats()
   dt, _ = common.time_calls(learner, options['updates'])
   learner.flush()
-  return dt, learner.stats()['learner/wait_frac']
+  return dt, learner.stats()
 
 
 def count_flops(config, obs_space, act_space, seconds_per_update):
