@@ -67,7 +67,7 @@ CPU = dict(
     seed_env_steps=200,
     min_train=60,
     # A fixed length: the dry run checks the stage, not a duration.
-    stop=['--run.steps', '300'], reserve=0)
+    stop=['--run.steps', '150'], reserve=0)
 
 
 def prepare():

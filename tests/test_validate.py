@@ -87,7 +87,7 @@ def fuzz_numeric_keys(trace_every):
 
 
 def test_every_numeric_key_is_checked():
-  fuzz_numeric_keys(trace_every=6)
+  fuzz_numeric_keys(trace_every=12)
 
 
 @pytest.mark.slow
