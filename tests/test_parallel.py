@@ -394,6 +394,7 @@ def test_learner_stops_when_the_servers_of_another_command_are_gone(
       cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
       start_new_session=True)
   out = tmp_path / 'learner.txt'
+  learner = None
   try:
     with open(out, 'w') as log:
       learner = subprocess.Popen(
@@ -411,7 +412,7 @@ def test_learner_stops_when_the_servers_of_another_command_are_gone(
     learner.wait(timeout=120)
   finally:
     for proc in (servers, learner):
-      if proc.poll() is None:
+      if proc is not None and proc.poll() is None:
         proc.kill()
     try:
       os.killpg(servers.pid, signal.SIGKILL)
@@ -419,5 +420,5 @@ def test_learner_stops_when_the_servers_of_another_command_are_gone(
       pass
   text = out.read_text()
   assert learner.returncode == 1, text[-3000:]
-  assert re.search(r'Error: the (replay server|actor) at localhost:\d+ has been '
-                   r'unreachable for 3 s', text), text[-3000:]
+  assert re.search(r'Error: the (replay server|actor) at localhost:\d+ has '
+                   r'been unreachable for 3 s', text), text[-3000:]
