@@ -364,6 +364,20 @@ def match_baselines(ours, published):
   return matched
 
 
+def unmatched(ours, published):
+  """Why no published curve was matched: another task, or curves that
+  begin after the env steps our runs reached."""
+  tasks = sorted({r.task for r in ours})
+  same = [r for r in published
+          if canonical(r.task) in {canonical(t) for t in tasks}]
+  if not same:
+    return f'no published curve matches the tasks {tasks}'
+  reached = max(r.steps for r in ours)
+  first = min(float(r.xs.min()) for r in same)
+  return (f'the published curves of {tasks} begin at {first:,.0f} env '
+          f'steps; the runs reached {reached:,.0f}')
+
+
 # Statistics.
 
 def final_score(ys, last=10):
@@ -723,8 +737,7 @@ def main(argv=None):
     return 2
   matched = match_baselines(ours, published)
   if ours and published and not matched:
-    print('warning: no published curve matches the tasks '
-          f'{sorted({r.task for r in ours})}', file=sys.stderr)
+    print(f'warning: {unmatched(ours, published)}', file=sys.stderr)
   runs = ours + matched
   if not runs:
     print('error: no published curve matches the tasks of the logdirs',

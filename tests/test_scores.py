@@ -167,6 +167,18 @@ def test_baseline_file_matches_atari100k_and_is_cut(tmp_path, capsys):
   # Last two points up to 300: mean(-10, 0) = -5 and mean(-14, -2) = -8.
   assert sorted(published['finals']) == pytest.approx([-8.0, -5.0])
   assert rows['ours']['final'] == pytest.approx(-18.0)
+  # A run that ends before the first published point is told so; another
+  # task is told that none matches.
+  early = make_logdir(tmp_path / 'early', 'atari100k_pong', 0, [-21],
+                      steps=[50])
+  code, _, err = run_main([early, '--baseline', path], capsys)
+  assert code == 0
+  assert ('the published curves of [\'atari100k_pong\'] begin at 100 env '
+          'steps; the runs reached 50') in err, err
+  other = make_logdir(tmp_path / 'other', 'atari100k_alien', 0, [100])
+  code, _, err = run_main([other, '--baseline', path], capsys)
+  assert code == 0
+  assert "no published curve matches the tasks ['atari100k_alien']" in err
 
 
 def test_plot_writes_png(tmp_path, capsys):
