@@ -237,9 +237,16 @@ def main(argv=None):
   # The GPU-relevant tests.
   # Verbose: a stage stopped at its limit still names the tests it ran.
   cmd = [py, '-m', 'pytest', '-v', '-p', 'no:cacheprovider', *sizes['tests']]
+  test_env = dict(env)
+  if not args.cpu:
+    # On an H200 each test took over 50 s, mostly compiling; the tests
+    # check numbers, not speed, so skip XLA's autotuning (timing kernel
+    # variants in every compile).
+    test_env['XLA_FLAGS'] = (
+        env.get('XLA_FLAGS', '') + ' --xla_gpu_autotune_level=0').strip()
   code, secs, output = run(
       cmd, out / 'tests.log',
-      min(sizes['caps']['tests'], budget.left(sizes['reserve'])), env)
+      min(sizes['caps']['tests'], budget.left(sizes['reserve'])), test_env)
   last = (output.strip().splitlines() or ['(no output)'])[-1]
   summary += ['## Tests', '', f'`pytest {" ".join(sizes["tests"])}`: exit '
               f'{code} after {secs:.0f} s: {last} (tests.log)', '']
