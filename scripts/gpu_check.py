@@ -212,6 +212,9 @@ def main(argv=None):
               install_wheels(env), *versions(env), '```', '']
   platform = ['--jax.platform', 'cpu'] if args.cpu else []
   py = sys.executable
+  # A stage's seconds: its cap, within what the later run and plot leave.
+  limit = lambda stage: min(
+      sizes['caps'][stage], budget.left(sizes['reserve']))
 
   # Throughput: bfloat16 with the four data paths, N seeds as one program
   # in bfloat16, then float32.
@@ -227,9 +230,7 @@ def main(argv=None):
     if not sizes['caps'][name]:  # The dry run skips the float32 repeat.
       continue
     cmd = [py, 'scripts/bench.py', *sizes['bench'], *platform, *extra]
-    code, secs, output = run(
-        cmd, out / 'bench.log',
-        min(sizes['caps'][name], budget.left(sizes['reserve'])), env)
+    code, secs, output = run(cmd, out / 'bench.log', limit(name), env)
     rows.append((label, code, secs, bench_results(output)))
     save(out, summary + throughput(sizes, rows))
   summary += throughput(sizes, rows)
@@ -244,9 +245,7 @@ def main(argv=None):
     # variants in every compile).
     test_env['XLA_FLAGS'] = (
         env.get('XLA_FLAGS', '') + ' --xla_gpu_autotune_level=0').strip()
-  code, secs, output = run(
-      cmd, out / 'tests.log',
-      min(sizes['caps']['tests'], budget.left(sizes['reserve'])), test_env)
+  code, secs, output = run(cmd, out / 'tests.log', limit('tests'), test_env)
   last = (output.strip().splitlines() or ['(no output)'])[-1]
   summary += ['## Tests', '', f'`pytest {" ".join(sizes["tests"])}`: exit '
               f'{code} after {secs:.0f} s: {last} (tests.log)', '']

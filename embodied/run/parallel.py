@@ -259,7 +259,8 @@ class Job:
     self.actor_seen = 0  # Env steps of this command at the actor's start.
     self.closed = False
     self._last_check = 0.0
-    self._watched = []  # (name, client) of servers other commands run.
+    self._watched = {}  # name -> client of servers other commands run.
+    self._lost = {}  # name -> when its client lost the connection.
 
   def start(self):
     args = self.args
@@ -300,14 +301,16 @@ class Job:
       time.sleep(0.5)
 
   def watch_servers(self, clients=None):
-    """Watches the replay server and the actor where another command runs
-    them (clients: this process's own, else new ones)."""
+    """The watchdog stops the job once the replay server or the actor,
+    where another command runs them, has been unreachable for
+    run.server_timeout seconds (portal would wait for it forever, in any
+    call). clients: this process's own, else new ones."""
     clients = clients or {}
     for role, name, addr in (('replay', 'replay server', self.replay_addr),
                              ('actor', 'actor', self.actor_addr)):
       if role not in self.roles:
-        client = clients.get(role) or remote.client(addr, f'Watch{role}')
-        self.watch(name, client)
+        self._watched[name] = (
+            clients.get(role) or remote.client(addr, f'Watch{role}'))
 
   def _start_actor(self):
     sizes = [len(g) for g in self.groups]
@@ -360,20 +363,14 @@ class Job:
         self.close()
         os._exit(1)
 
-  def watch(self, name, client):
-    """The watchdog stops the job once this client of a server that
-    another command runs has been disconnected for run.server_timeout
-    seconds (portal would wait for it forever, in any call)."""
-    self._watched.append((name, client, [None]))
-
   def _unreachable(self, now):
     """A line naming a watched server gone for too long, or None."""
-    for name, client, lost in self._watched:
+    for name, client in list(self._watched.items()):  # Grows elsewhere.
       if client.connected:
-        lost[0] = None
+        self._lost.pop(name, None)
         continue
-      lost[0] = lost[0] or now
-      if now - lost[0] > float(self.args.server_timeout):
+      since = self._lost.setdefault(name, now)
+      if now - since > float(self.args.server_timeout):
         host, port = client.socket.addr
         return (f'the {name} at {host}:{port} has been unreachable for '
                 f'{self.args.server_timeout:g} s (run.server_timeout); '
@@ -401,34 +398,34 @@ class Job:
       code = proc.exitcode
       if code is None or code == 0:  # Running, or done with the run.
         continue
-      progressed = self.progress[index].value > self.seen[index]
-      self.failures[index] = 1 if progressed else self.failures[index] + 1
-      limit = int(self.args.env_max_restarts)
-      if limit and self.failures[index] > limit:
-        raise ParallelError(
-            f'Env worker {index} failed {self.failures[index]} times in a '
-            f'row without a step in between (run.env_max_restarts is '
-            f'{limit}); the job stops. See its error above.')
+      self.failures[index] = self._failed(
+          f'env worker {index}', code, self.failures[index],
+          self.progress[index].value > self.seen[index])
       self.restarts += 1
-      print(f'Warning: restarting env worker {index} (exit code {code}).',
-            file=sys.stderr, flush=True)
       _forget(proc)
       self._start_worker(index)
 
   def _restart_actor(self):
-    code = self.actor_proc.exitcode
-    progressed = self._env_steps() > self.actor_seen
-    self.actor_failures = 1 if progressed else self.actor_failures + 1
-    limit = int(self.args.env_max_restarts)
-    if limit and self.actor_failures > limit:
-      raise ParallelError(
-          f'The actor failed {self.actor_failures} times in a row without an '
-          f'env step in between (run.env_max_restarts is {limit}); the job '
-          'stops. See its error above.')
-    print(f'Warning: restarting the actor (exit code {code}).',
-          file=sys.stderr, flush=True)
+    self.actor_failures = self._failed(
+        'the actor', self.actor_proc.exitcode, self.actor_failures,
+        self._env_steps() > self.actor_seen)
     _forget(self.actor_proc)
     self._start_actor()
+
+  def _failed(self, name, code, failures, progressed):
+    """Counts a process's failure (in a row: reset by an env step since its
+    start) and says it restarts; past run.env_max_restarts the job stops.
+    Returns the new count."""
+    failures = 1 if progressed else failures + 1
+    limit = int(self.args.env_max_restarts)
+    if limit and failures > limit:
+      raise ParallelError(
+          f'{name[0].upper()}{name[1:]} failed {failures} times in a row '
+          f'without an env step in between (run.env_max_restarts is '
+          f'{limit}); the job stops. See its error above.')
+    print(f'Warning: restarting {name} (exit code {code}).',
+          file=sys.stderr, flush=True)
+    return failures
 
   def close(self):
     """Kills every process of the job and its subprocesses (SIGKILL: they
