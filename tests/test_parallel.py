@@ -356,6 +356,7 @@ def test_idle_job_sleeps_and_a_killed_actor_is_restarted(env, tmp_path):
     # Env steps continue with the new actor (it got the parameters).
     wait_for(lambda: any(m.get('parallel/actor_starts') == 2 and
                          m.get('fps/env', 0) > 0 for m in metrics()))
+    wait_for(lambda: list((logdir / 'videos').glob('policy-image-*.mp4')))
     proc.send_signal(signal.SIGUSR1)
     proc.wait(timeout=120)
   finally:

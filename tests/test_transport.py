@@ -4,6 +4,7 @@ and several in flight, sleeps when idle (its CPU time, not wall time)."""
 
 import multiprocessing
 import os
+import threading
 import time
 
 import numpy as np
@@ -51,3 +52,32 @@ def test_client_replies_and_sleeps_when_idle():
   finally:
     server.kill()
     server.join()
+
+
+def test_call_to_a_server_that_is_down_returns_and_is_answered_later():
+  """portal's own client blocks inside call() until the server is there;
+  a caller must instead get its future at once (to go on supervising, e.g.
+  restart that server), and the reply once the server is up."""
+  import portal
+  port = portal.free_port()
+  client = transport.client(f'localhost:{port}', 'Echo')
+  server = None
+  try:
+    futures = []
+    caller = threading.Thread(
+        target=lambda: futures.append(client.call('echo', 7)), daemon=True)
+    caller.start()
+    caller.join(timeout=5)
+    assert futures, 'call() blocked while the server was down'
+    future, = futures
+    assert not future.done()
+    server = multiprocessing.get_context('spawn').Process(
+        target=serve, args=(port,), daemon=True)
+    server.start()
+    assert future.result(timeout=60) == 7
+    assert client.call('echo', 8).result(timeout=10) == 8
+    client.close(timeout=1)
+  finally:
+    if server is not None:
+      server.kill()
+      server.join()

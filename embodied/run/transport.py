@@ -21,6 +21,10 @@ after each read, as Linux drops it): the server's replies are small writes
 under Nagle's algorithm, so the third of three requests in flight waited
 for the kernel's delayed ACK, 40 ms (a learner's sample, write-back and
 priorities are three).
+
+And it never blocks a caller in send() while disconnected (portal waits
+there for the connection, with no timeout): a learner calling its actor
+after the actor died then waits in its own loop, which restarts the actor.
 """
 
 import functools
@@ -57,6 +61,21 @@ def socket_class():
   from portal import buffers, client_socket
 
   class Socket(client_socket.ClientSocket):
+
+    def send(self, *data, timeout=None):
+      # portal waits here for a connection, without a timeout from
+      # Client.call: a caller could then never notice that its server is
+      # gone (and, say, restart it). Queued instead: the loop sends it once
+      # connected (a message dropped with a lost connection is resent by
+      # portal.Client, which marks its open requests on disconnect).
+      assert self.running
+      if len(self.sendq) > self.options.max_send_queue:
+        raise RuntimeError('Too many outgoing messages enqueued')
+      if not self.options.autoconn:
+        self.require_connection(timeout)
+      self.sendq.append(buffers.SendBuffer(
+          *data, maxsize=self.options.max_msg_size))
+      os.write(self.set_signal, bytes(1))
 
     def _loop(self):
       new_buffer = lambda: buffers.RecvBuffer(
