@@ -30,6 +30,7 @@ sg = jax.lax.stop_gradient
 STRUCTURAL = (
     (r'agent\.(rewhead|value)\.layout', 'symlog'),
     (r'agent\.dec\.image_dist', 'mse'),
+    (r'agent\.dec\.bspace', 0),
     (r'agent\.(enc|dec|dyn|rewhead|conhead|policy|value)\..*', None),
     (r'replay_context', None),
 )
@@ -44,6 +45,7 @@ RANGES = (
     (r'agent\.opt\.beta[12]', 'number', 0, 0.999999),
     (r'agent\.\w+\.(units|depth|kernel)', 'int', 1, None),
     (r'agent\.dyn\.(deter|hidden|stoch|classes|blocks)', 'int', 1, None),
+    (r'agent\.dec\.bspace', 'int', 0, None),
     (r'agent\.\w+\.(layers|imglayers|obslayers|dynlayers)', 'int', 0, None),
     (r'agent\.\w+\.bins', 'int', 2, None),
     (r'agent\.\w+\.unimix', 'number', 0, 1),
@@ -90,6 +92,13 @@ def check_spaces(config, obs_space):
         return (f"The image '{key}' is {height}x{width} but agent.{net}.mults "
                 f'has {stages} stages, which halve it {stages} times: choose '
                 f'env.size divisible by {2 ** stages} or fewer stages.')
+  dec, deter = config.agent.dec, config.agent.dyn.deter
+  channels = dec.depth * dec.mults[-1] if dec.mults else 0
+  if rssm.image_keys(obs_space) and dec.bspace and (
+      deter % dec.bspace or channels % dec.bspace):
+    return (f'agent.dec.bspace ({dec.bspace}) must divide agent.dyn.deter '
+            f'({deter}) and the first channel count of the image decoder, '
+            f'agent.dec.depth * mults[-1] ({channels}), or be 0')
   return None
 
 
@@ -200,7 +209,7 @@ class Dreamer(nj.Module):
     self.act_space = act_space
     self.enc = rssm.Encoder(obs_space, **c.enc, name='enc')
     self.dyn = rssm.RSSM(act_space, **c.dyn, name='dyn')
-    self.dec = rssm.Decoder(obs_space, **c.dec, name='dec')
+    self.dec = rssm.Decoder(obs_space, c.dyn.deter, **c.dec, name='dec')
     self.rew = Head(**c.rewhead, name='rew')
     self.con = Head(**c.conhead, name='con')
     self.pol = Policy(act_space, **c.policy, name='pol')

@@ -248,10 +248,11 @@ class Encoder(nj.Module):
 class Decoder(nj.Module):
   """Mirror of the encoder: an MLP predicting symlog vectors and a
   transposed CNN (nearest 2x upsampling then 5x5 conv) predicting images
-  in [0, 1] through a sigmoid. Its input is one dense layer from the whole
-  feature vector where the reference maps the deterministic state block by
-  block: kept because it is the plain design and reads every block (not
-  compared in learning runs yet, see docs/results.md)."""
+  in [0, 1] through a sigmoid. The CNN's first feature map is the
+  reference's: the deterministic state through a block-linear layer (block
+  g fills channel group g of every pixel), plus the stochastic state through
+  a two-layer MLP, then norm and activation (bspace 0: one dense layer from
+  the whole feature, the form of logdirs written before)."""
 
   units: int = 1024
   layers: int = 3
@@ -261,12 +262,16 @@ class Decoder(nj.Module):
   norm: str = 'rms'
   act: str = 'silu'
   fast: bool = True
+  bspace: int = 8
   # Image likelihood: 'mse' on the sigmoid output, or 'bernoulli' (per-pixel
   # binary cross-entropy on logits) for binary images such as MinAtar's.
   image_dist: str = 'mse'
 
-  def __init__(self, obs_space):
+  def __init__(self, obs_space, deter):
+    """deter: the size of the deterministic state that starts each feature
+    vector (RSSM.feat)."""
     self.obs_space = obs_space
+    self.deter = deter
     self.imgkeys = image_keys(obs_space)
     self.veckeys = _vector_keys(obs_space)
 
@@ -293,9 +298,7 @@ class Decoder(nj.Module):
       minh, minw = h // 2 ** stages, w // 2 ** stages
       depths = [self.depth * m for m in self.mults]
       channels = sum(s[-1] for s in shapes)
-      x = self.sub('imgin', nets.Linear, units=minh * minw * depths[-1])(feat)
-      x = x.reshape((-1, minh, minw, depths[-1]))
-      x = nets.act(self.act)(self.sub('imginnorm', nets.Norm, kind=self.norm)(x))
+      x = self.spatial(feat, (minh, minw, depths[-1]))
       outdepths = depths[:-1][::-1] + [channels]
       for i, depth in enumerate(outdepths):
         last = i == len(outdepths) - 1
@@ -316,3 +319,25 @@ class Decoder(nj.Module):
           dists[key] = outs.MSE(
               jax.nn.sigmoid(out), 3, squash=lambda t: t / 255.0)
     return dists
+
+  def spatial(self, feat, shape):
+    """The first feature map [N, h, w, c] from features [N, deter + stoch]."""
+    h, w, c = shape
+    if not self.bspace:
+      x = self.sub('imgin', nets.Linear, units=h * w * c)(feat)
+      x = x.reshape((-1, h, w, c))
+    else:
+      deter, stoch = feat[:, :self.deter], feat[:, self.deter:]
+      g = self.bspace
+      # [g, N, h * w * c / g] -> [N, h, w, g * c / g]: each block of the
+      # deterministic state writes its own channel group at every pixel.
+      x0 = self.sub('deterin', nets.BlockLinear, units=h * w * c, blocks=g)(
+          deter, block_major=True)
+      x0 = x0.reshape((g, -1, h, w, c // g)).transpose(1, 2, 3, 0, 4)
+      x0 = x0.reshape((-1, h, w, c))
+      x1 = self.sub('stochin', nets.Linear, units=2 * self.units)(stoch)
+      x1 = nets.act(self.act)(
+          self.sub('stochinnorm', nets.Norm, kind=self.norm)(x1))
+      x1 = self.sub('stochout', nets.Linear, units=h * w * c)(x1)
+      x = x0 + x1.reshape((-1, h, w, c))
+    return nets.act(self.act)(self.sub('imginnorm', nets.Norm, kind=self.norm)(x))

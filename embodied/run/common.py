@@ -22,9 +22,19 @@ def trained_steps(args):
   return args.batch_size * args.batch_length
 
 
-def sampled_steps(args):
-  """Steps of one batch as sampled from replay, context included."""
-  return args.batch_size * (args.batch_length + args.replay_context)
+def fill_steps(args, envs=None):
+  """Env steps (of one member, over its `envs` envs) before training starts.
+  As the reference: until replay holds batch_size * batch_length sequence
+  starts. Each env's stream holds its steps less the first length - 1 as
+  starts, and the envs step together, so that is batch_size * batch_length
+  + envs * (length - 1). run.train_fill, when set, replaces that count, but
+  not below one complete sequence in every env (replay cannot sample
+  before)."""
+  envs = envs or args.envs
+  length = args.batch_length + args.replay_context
+  if args.train_fill:
+    return max(int(args.train_fill), envs * length)
+  return args.batch_size * args.batch_length + envs * (length - 1)
 
 
 class Episodes:

@@ -265,7 +265,7 @@ class Job:
   def start(self):
     args = self.args
     batch_steps = common.trained_steps(args)
-    min_steps = args.train_fill or common.sampled_steps(args)
+    min_steps = common.fill_steps(args)
     largest = max(len(g) for g in self.groups)
     floor = SamplesPerInsert.minimum(args.train_ratio, largest, batch_steps)
     tolerance = max(float(args.ratio_tolerance), floor)

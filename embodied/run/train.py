@@ -54,7 +54,7 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
       args.replay_context, args.get('prefetch', True))
   limiter = RatioLimiter(
       args.train_ratio, common.trained_steps(args),
-      min_steps=args.train_fill or common.sampled_steps(args))
+      min_steps=common.fill_steps(args))
 
   driver = Driver(members.env_fns(make_env), parallel=args.parallel_envs,
                   max_restarts=args.env_max_restarts)
