@@ -86,9 +86,6 @@ def _check_members(config):
     return None
   for refused, reason in (
       (config.script == 'parallel', 'script parallel'),
-      (config.replay.device != 'host', 'replay.device accelerator'),
-      (config.replay.cache_every, 'replay.cache_every (buffer-wide '
-       'priority refreshes)'),
       (config.jax.policy_devices, 'jax.policy_devices')):
     if refused:
       return f'run.seeds {config.run.seeds} ({count} seeds in one program) ' \

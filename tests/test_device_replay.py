@@ -83,3 +83,24 @@ def test_config_selects_the_device_replay():
     config = dmain.parse(['--configs', 'debug', '--replay.device', device])
     replay = dmain.make_replay(config, 'replay', directory=False)
     assert type(replay) is cls
+
+
+def test_members_stack_their_device_batches_on_the_device():
+  """The replays of a multi-seed run's members (Stacked): the device
+  replays' stacked batch equals the host replays', born on the device."""
+  from embodied.core.replay import Stacked
+  pairs = [pair() for _ in range(3)]
+  rng = np.random.default_rng(1)
+  for k, members in enumerate(pairs):
+    add(members, rng, 50 + 10 * k)
+  host = Stacked([p[0] for p in pairs])
+  device = Stacked([p[1] for p in pairs])
+  for _ in range(3):
+    a, b = host.sample(4), device.sample(4)
+    assert a['image'].shape[:3] == (3, 4, 8)
+    assert_same(a, b)
+    # Written back per member along the leading axis, as on the host.
+    latent = rng.normal(size=(3, 4, 8, 2)).astype(np.float16)
+    host.update(a['stepid'], {'deter': latent})
+    device.update(a['stepid'], {'deter': latent})
+  assert_same(host.sample(4), device.sample(4))

@@ -243,6 +243,7 @@ OBS = {
     'is_last': elements.Space(bool),
     'is_terminal': elements.Space(bool)}
 NETS = dict(units=8, layers=1, depth=2, mults=(2, 3), kernel=5)
+# Decoder features: 6 deterministic units (2 blocks) and 4 stochastic.
 
 
 def make_obs(seed, bshape=(B, 3)):
@@ -260,7 +261,7 @@ def pure_jit(method, **kw):
 
 def test_encoder_decoder_shapes():
   enc = rssm_lib.Encoder(OBS, **NETS, name='enc')
-  dec = rssm_lib.Decoder(OBS, **NETS, name='dec')
+  dec = rssm_lib.Decoder(OBS, 6, bspace=2, **NETS, name='dec')
   assert enc.imgkeys == ['image'] and enc.veckeys == ['vec']
   obs = make_obs(0)
   state = fill_params(enc, obs)
@@ -300,7 +301,7 @@ def test_encoder_decoder_variants_agree():
   results = []
   for fast in (True, False):
     enc = rssm_lib.Encoder(OBS, **NETS, fast=fast, name='enc')
-    dec = rssm_lib.Decoder(OBS, **NETS, fast=fast, name='dec')
+    dec = rssm_lib.Decoder(OBS, 6, bspace=2, **NETS, fast=fast, name='dec')
     def both(o, f):
       return enc(o), {k: d.mean for k, d in dec(f).items()}
     state = fill_params(both, obs, feat)  # Equal for both variants.
@@ -312,7 +313,7 @@ def test_encoder_decoder_variants_agree():
 
 
 def test_decoder_losses_by_hand():
-  dec = rssm_lib.Decoder(OBS, **NETS, name='dec')
+  dec = rssm_lib.Decoder(OBS, 6, bspace=2, **NETS, name='dec')
   rng = np.random.default_rng(3)
   feat = jnp.asarray(rng.normal(size=(B, 3, 10)), jnp.float32)
   obs = make_obs(4)

@@ -60,25 +60,137 @@ def test_replay_holds_the_batch_in_starts_exactly_at_the_fill(
   assert batch['t'].shape == (batch_size, length)
 
 
-def test_many_envs_per_seed_train_from_the_fill(tmp_path, jax_cache):
-  """20 envs for each of 2 seeds through the first updates (before, 20 envs
-  crashed at the first train step: no complete sequence to sample). debug:
-  batch 4 x 8, context 1, so training starts at 4 * 8 + 20 * 8 = 192 steps;
-  at 300 steps and ratio 16 that is (300 - 192) * 16 // 32 = 54 updates."""
-  logdir = tmp_path / 'run'
+GYM_MODULE = """
+import gymnasium
+import numpy as np
+
+BUILT = [0]
+
+
+class Counter(gymnasium.Env):
+  \"\"\"Counts to 10, then terminates (reward 1 per step). The sixth env
+  built in the process (member 0's env 5 in a run that builds its envs in
+  order) fails on its third step, once.\"\"\"
+
+  observation_space = gymnasium.spaces.Box(0, 10, (1,), np.float32)
+  action_space = gymnasium.spaces.Discrete(2)
+
+  def __init__(self):
+    self.index = BUILT[0]
+    BUILT[0] += 1
+    self.steps = 0
+
+  def reset(self, seed=None, options=None):
+    super().reset(seed=seed)
+    self.t = 0
+    return np.zeros(1, np.float32), {}
+
+  def step(self, action):
+    self.steps += 1
+    if self.index == 5 and self.steps == 3:
+      raise RuntimeError('env 5 failed')
+    self.t += 1
+    return np.full(1, self.t, np.float32), 1.0, self.t >= 10, False, {}
+
+
+gymnasium.register('Counter-v0', entry_point=Counter)
+"""
+
+
+@pytest.fixture(scope='module')
+def two_seeds_many_envs(tmp_path_factory, jax_cache):
+  """Two seeds as one program with 20 envs each, their replays on the
+  device, buffer-wide uncertainty refreshes, evaluation phases and one
+  env that crashes. debug: batch 4 x 8, context 1, so training starts at
+  4 * 8 + 20 * 8 = 192 steps; at 300 steps and ratio 16 that is
+  (300 - 192) * 16 // 32 = 54 updates."""
+  root = tmp_path_factory.mktemp('two_seeds')
+  (root / 'counter_env.py').write_text(GYM_MODULE)
+  logdir = root / 'run'
   cmd = [sys.executable, 'dreamerv3/main.py', '--configs', 'debug',
-         '--task', 'dummy_vector', '--logdir', str(logdir),
+         'uncertainty_caching', '--task', 'gym_counter_env:Counter-v0',
+         '--logdir', str(logdir), '--script', 'train_eval',
          '--run.envs', '20', '--run.seeds', '2', '--run.steps', '300',
+         '--replay.device', 'accelerator', '--replay.cache_every', '20',
+         '--run.eval_every', '1', '--run.eval_eps', '2',
          '--run.log_every', '0', '--run.report_every', '0',
          '--run.video_every', '0', '--jax.platform', 'cpu',
          '--logger.outputs', 'jsonl', '--jax.cache_dir', str(jax_cache)]
+  env = dict(__import__('os').environ, PYTHONPATH=str(root))
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                       timeout=600)
+                       timeout=900, env=env)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+  rows = {}
   for seed in (0, 1):
-    rows = [json.loads(l)
-            for l in (logdir / f'seed{seed}' / 'metrics.jsonl').open()]
-    stats = [r for r in rows if 'replay/samples' in r][-1]
+    rows[seed] = [json.loads(l)
+                  for l in (logdir / f'seed{seed}' / 'metrics.jsonl').open()]
+  return out, rows
+
+
+def test_many_envs_per_seed_train_from_the_fill(two_seeds_many_envs):
+  """Before, 20 envs crashed at the first train step (no complete sequence
+  to sample); now each seed trains from the reference's fill count."""
+  _, rows = two_seeds_many_envs
+  for seed in (0, 1):
+    stats = [r for r in rows[seed] if 'replay/samples' in r][-1]
     assert stats['replay/items'] == 20 * (15 - 8)
     # The prefetched next batch is sampled too.
     assert stats['replay/samples'] in (54 * 4, 55 * 4), stats
+
+
+def test_each_seed_refreshes_its_own_buffer(two_seeds_many_envs):
+  _, rows = two_seeds_many_envs
+  for seed in (0, 1):
+    items = [r['replay/cache_items'] for r in rows[seed]
+             if 'replay/cache_items' in r]
+    assert items and all(n > 0 for n in items)
+
+
+def test_a_crashed_env_restarts_without_stopping_the_other_seed(
+    two_seeds_many_envs):
+  out, rows = two_seeds_many_envs
+  assert out.stdout.count('Warning: restarting env') + out.stderr.count(
+      'Warning: restarting env') == 1
+  episodes = {seed: [(r['episode/score'], r['episode/length'])
+                     for r in rows[seed] if 'episode/score' in r]
+              for seed in (0, 1)}
+  # Full episodes score 10 in 10 steps; the crash cut one of seed 0's
+  # short (its last step has no reward), and none of seed 1's.
+  cut = [e for e in episodes[0] if e != (10.0, 10.0)]
+  assert len(cut) == 1 and cut[0][0] == cut[0][1] - 1
+  assert set(episodes[1]) == {(10.0, 10.0)}
+  assert len(episodes[1]) >= 20 and len(episodes[0]) >= 20
+
+
+def test_each_seed_evaluates_its_own_episodes(two_seeds_many_envs):
+  _, rows = two_seeds_many_envs
+  for seed in (0, 1):
+    evals = [r for r in rows[seed] if 'eval_episode/score' in r]
+    # At least run.eval_eps per phase for each seed (one eval env each).
+    assert len(evals) >= 2
+
+
+class FakeDriver:
+  """Member 0's env ends an episode every step, member 1's every 5."""
+
+  def __init__(self, episodes):
+    self.episodes = episodes
+    self.t = 0
+
+  def __call__(self, policy, steps=0):
+    for _ in range(steps):
+      self.t += 1
+      self.episodes[0].count += 1
+      self.episodes[1].count += self.t % 5 == 0
+
+
+def test_evaluation_counts_episodes_per_seed():
+  class Tracker:
+    count = 0
+  episodes = [Tracker(), Tracker()]
+  driver = FakeDriver(episodes)
+  common.play_episodes(driver, None, episodes, 3)
+  # A total of 2 x 3 would have stopped at step 5 with seed 1 at 1.
+  assert episodes[1].count == 3 and driver.t == 15
+  common.play_episodes(driver, None, episodes, 1)
+  assert episodes[1].count == 4

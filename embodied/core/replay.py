@@ -350,6 +350,12 @@ class Replay:
     self._recent.append((itemids.copy(), self._gen[slot]))
     return batch
 
+  @staticmethod
+  def stack(batches):
+    """The batches of several replays of this kind on a new leading axis
+    (the members of a multi-seed run)."""
+    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
   def item_ids(self):
     """Ids of every item stored now, in id order."""
     with self._lock:
@@ -630,8 +636,8 @@ class Stacked:
     return min(len(r) for r in self.replays)
 
   def sample(self, batch_size, commit=True):
-    batches = [r.sample(batch_size, commit) for r in self.replays]
-    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+    return self.replays[0].stack(
+        [r.sample(batch_size, commit) for r in self.replays])
 
   def update(self, stepid, values):
     for k, replay in enumerate(self.replays):

@@ -17,6 +17,9 @@ load re-uploads everything. So observations and actions cross to the device
 once, when inserted, and the latents a train step writes back cross once
 more (they are written on the host, then uploaded).
 
+Several such replays (the members of a multi-seed run) stack their batches
+on the device (stack()).
+
 Batches are identical to the host replay's for the same seed (test_replay),
 except that JAX stores 64-bit values in 32 bits unless x64 is enabled;
 `stepid` stays a NumPy int64 array. Memory: the whole buffer lives on the
@@ -41,6 +44,11 @@ def _take(data, index):
 @functools.partial(jax.jit, donate_argnums=0)
 def _scatter(data, index, values):
   return {k: data[k].at[index].set(values[k]) for k in data}
+
+
+@jax.jit
+def _stack(batches):
+  return {k: jax.numpy.stack([b[k] for b in batches]) for k in batches[0]}
 
 
 class DeviceReplay(Replay):
@@ -90,6 +98,16 @@ class DeviceReplay(Replay):
     result = super()._load(data)
     self._stale = True
     return result
+
+  @staticmethod
+  def stack(batches):
+    """Stacked on the device; the host's stepid on the host."""
+    stepid = np.stack([b.pop('stepid') for b in batches])
+    out = _stack(batches)
+    for b, ids in zip(batches, stepid):
+      b['stepid'] = ids
+    out['stepid'] = stepid
+    return out
 
   # Reading from the mirror.
 

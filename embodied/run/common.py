@@ -37,6 +37,15 @@ def fill_steps(args, envs=None):
   return args.batch_size * args.batch_length + envs * (length - 1)
 
 
+def play_episodes(driver, policy, episodes, count):
+  """Steps the driver's envs until each member's Episodes tracker has
+  counted `count` more episodes (a member with short episodes does not fill
+  another's share)."""
+  target = [e.count + count for e in episodes]
+  while any(e.count < n for e, n in zip(episodes, target)):
+    driver(policy, steps=1)
+
+
 class Episodes:
   """Accumulates score and length per env worker; reports finished episodes
   to the logger (episode/*) and keeps recent scores for summaries."""

@@ -35,7 +35,8 @@ def eval_only(make_agent, make_replay, make_env, make_logger, args):
                   max_restarts=args.env_max_restarts)
   driver.on_step(members.route(lambda k, tran, w: episodes[k](tran, w)))
   driver.reset(members.init_policy)
-  driver(members.policy('eval'), episodes=args.eval_eps * n)
+  common.play_episodes(driver, members.policy('eval'), episodes,
+                       args.eval_eps)
   stats = driver.stats()
   for logger, eps in zip(members.loggers, episodes):
     logger.add({'score_mean': eps.mean_recent(), 'episodes': eps.count},

@@ -18,17 +18,22 @@ import time
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from embodied.core.replay import Stacked
+
 
 class PriorityRefresh:
 
   def __init__(self, agent, replay, batch_size, every, context,
                prepare=None):
-    """context: replay context steps K at the start of each sequence,
-    which the model reads but reports no signal for. prepare(batch) ->
-    batch completes a replay batch for the agent (e.g. zero latents for
-    keys no train step has written yet)."""
+    """replay: one replay, or the Stacked replays of a multi-seed run's
+    members (each refreshed from its own items; one model call per batch
+    covers all members). context: replay context steps K at the start of
+    each sequence, which the model reads but reports no signal for.
+    prepare(batch) -> batch completes a replay batch for the agent (e.g.
+    zero latents for keys no train step has written yet)."""
     self.agent = agent
-    self.replay = replay
+    self.stacked = isinstance(replay, Stacked)
+    self.replays = replay.replays if self.stacked else [replay]
     self.batch_size = int(batch_size)
     self.every = int(every)
     self.context = int(context)
@@ -41,36 +46,61 @@ class PriorityRefresh:
 
   def refresh(self):
     start = time.perf_counter()
-    ids = self.replay.item_ids()
-    if not len(ids):
+    plans = [self._plan(replay) for replay in self.replays]
+    # Members step in lockstep, so one without items means all have none.
+    if any(plan is None for plan in plans):
       return
-    chunk, K = self.replay.chunksize, self.context
-    T = self.replay.length - K
+    K, B = self.context, self.batch_size
+    T = self.replays[0].length - K
+    longest = max(len(plan['windows']) for plan in plans)
+    for i in range(0, longest, B):
+      batches, sizes = [], []
+      for replay, plan in zip(self.replays, plans):
+        windows = plan['windows']
+        batch = windows[i:i + B] if i < len(windows) else windows[-1:]
+        sizes.append(len(windows[i:i + B]))
+        padded = np.concatenate([batch, np.full(B - len(batch), batch[-1])])
+        batches.append(self.prepare(replay.gather(padded)))
+      data = self.replays[0].stack(batches) if self.stacked else batches[0]
+      values = np.asarray(self.agent.uncertainty(data), np.float64)
+      values = values if self.stacked else values[None]
+      for plan, member, n in zip(plans, values, sizes):
+        if not n:
+          continue
+        batch = plan['windows'][i:i + n]
+        chunk = self.replays[0].chunksize
+        pos = (batch % chunk)[:, None] + K + np.arange(T)
+        plan['table'][plan['row'][i:i + n, None], pos] = member[:n]
+    for replay, plan in zip(self.replays, plans):
+      self._write(replay, plan, T)
+    self.last = {'replay/cache_seconds': time.perf_counter() - start,
+                 'replay/cache_items': sum(len(p['ids']) for p in plans),
+                 'replay/cache_batches': -(-longest // B)}
+
+  def _plan(self, replay):
+    """The windows to run for one replay and the table of its per-step
+    values, indexed [chunk index, position in chunk]."""
+    ids = replay.item_ids()
+    if not len(ids):
+      return None
+    chunk, T = replay.chunksize, replay.length - self.context
     slots, first = np.unique(ids // chunk, return_index=True)
     counts = np.diff(np.append(first, len(ids)))  # items per chunk
     windows = self._windows(ids, first, counts, T)
-    # Per-step values, indexed [chunk index, position in chunk].
-    table = np.full((len(slots), chunk), np.nan, np.float64)
-    row = np.searchsorted(slots, windows // chunk)
-    B = self.batch_size
-    for i in range(0, len(windows), B):
-      batch = windows[i:i + B]
-      n = len(batch)
-      padded = np.concatenate([batch, np.full(B - n, batch[-1])])
-      data = self.prepare(self.replay.gather(padded))
-      values = np.asarray(self.agent.uncertainty(data), np.float64)[:n]
-      pos = (batch % chunk)[:, None] + K + np.arange(T)
-      table[row[i:i + n, None], pos] = values
+    return dict(
+        ids=ids, slots=slots, counts=counts, windows=windows,
+        table=np.full((len(slots), chunk), np.nan, np.float64),
+        row=np.searchsorted(slots, windows // chunk))
+
+  def _write(self, replay, plan, T):
     # Each item's trained steps are a sliding window over its chunk's row.
-    for j, slot in enumerate(slots):
-      n = counts[j]
-      values = sliding_window_view(table[j, K:K + n + T - 1], T)
+    K, chunk = self.context, replay.chunksize
+    for j, slot in enumerate(plan['slots']):
+      n = plan['counts'][j]
+      values = sliding_window_view(plan['table'][j, K:K + n + T - 1], T)
       stepid = slot * chunk + K + sliding_window_view(
           np.arange(n + T - 1), T)
-      self.replay.prioritize(stepid, values)
-    self.last = {'replay/cache_seconds': time.perf_counter() - start,
-                 'replay/cache_items': len(ids),
-                 'replay/cache_batches': -(-len(windows) // B)}
+      replay.prioritize(stepid, values)
 
   @staticmethod
   def _windows(ids, first, counts, T):
