@@ -201,6 +201,20 @@ class Normalize(nj.Module):
     return jnp.maximum(self.limit, hi - lo)
 
 
+def _check_scales(losses, scales):
+  """Every loss term has a scale and every scale a term, as the reference
+  asserts: a renamed or forgotten term would otherwise train silently at
+  the wrong weight or not at all."""
+  for key in losses:
+    if key not in scales:
+      raise KeyError(f'agent.loss_scales has no scale for the loss term '
+                     f"'{key}': add agent.loss_scales.{key}")
+  for key in scales:
+    if key not in losses:
+      raise KeyError(f'agent.loss_scales.{key} scales no loss term: the '
+                     f'terms are {", ".join(sorted(losses))}')
+
+
 class Dreamer(nj.Module):
 
   def __init__(self, obs_space, act_space, config):
@@ -384,6 +398,7 @@ class Dreamer(nj.Module):
     for ext in self.exts:
       for k, w in ext.loss_weights(inputs.get(ext.name, {})).items():
         losses[k] = w * losses[k]
+    _check_scales(losses, c.loss_scales)
     total = sum(c.loss_scales[k] * v.mean() for k, v in losses.items())
     if extra:
       total += sum(scales[k] * v.mean() for k, v in extra.items())
@@ -432,10 +447,9 @@ class Dreamer(nj.Module):
     # the head's target (contdisc): equal returns, imagination weights
     # larger by the constant 1/discount, which LaProp cancels (tested).
     losses['con'] = self.con(feat).loss(1.0 - obs['is_terminal'].astype(f32))
-    if self.config.loss_scales.post_ent:
-      # Posterior entropy bonus: discourages the posterior latents from
-      # collapsing early (a loss, so the negative entropy).
-      losses['post_ent'] = -kl['post_ent']
+    # Posterior entropy bonus: discourages the posterior latents from
+    # collapsing early (a loss, so the negative entropy; scale 0 by default).
+    losses['post_ent'] = -kl['post_ent']
     metrics.update({f'loss/rec_{k}': v.mean() for k, v in recs.items()})
     metrics.update({
         'dyn/kl_dyn_raw': kl['dyn_raw'].mean(),

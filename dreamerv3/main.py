@@ -328,9 +328,14 @@ def setup_jax(config, distributed=None):
   """JAX's platform, dtype and cache as the config says (once per
   process; again with the same arguments does nothing)."""
   from embodied import jax as ejax
+  flags = config.jax.xla_flags
+  if config.run.deterministic:
+    # GPU kernels without atomics (scatter-adds, reductions) in a fixed
+    # order; the CPU's are deterministic already.
+    flags = f'{flags} --xla_gpu_deterministic_ops=true'.strip()
   return ejax.setup(
       config.jax.platform, config.jax.compute_dtype, config.jax.debug_nans,
-      config.jax.xla_flags, os.path.expanduser(config.jax.cache_dir),
+      flags, os.path.expanduser(config.jax.cache_dir),
       distributed=distributed)
 
 
@@ -404,7 +409,15 @@ def make_logger(config, member=0):
 
 
 def main(argv=None):
-  config = parse(sys.argv[1:] if argv is None else argv)
+  argv = sys.argv[1:] if argv is None else argv
+  if '--help' in argv or '-h' in argv:
+    from dreamerv3 import usage
+    text, error = usage.render(argv, load_blocks())
+    if error:
+      raise ConfigError(error)
+    print(text)
+    return
+  config = parse(argv)
   dist = validate.check_distributed(config, os.environ)
   if not config.logdir:
     stamp = elements.timestamp()

@@ -604,3 +604,12 @@ def test_prefetching_learner_trains_like_the_plain_one(built):
     for key in v0:
       np.testing.assert_allclose(np.asarray(v1[key], np.float32),
                                  np.asarray(v0[key], np.float32), atol=1e-2)
+
+
+def test_every_loss_term_has_a_scale_and_every_scale_a_term():
+  from dreamerv3.agent import _check_scales
+  _check_scales({'rec': 1, 'rew': 2}, {'rec': 1.0, 'rew': 1.0})
+  with pytest.raises(KeyError, match=r"no scale for the loss term 'ens'"):
+    _check_scales({'rec': 1, 'ens': 2}, {'rec': 1.0})
+  with pytest.raises(KeyError, match=r'agent.loss_scales.con scales no loss'):
+    _check_scales({'rec': 1}, {'rec': 1.0, 'con': 1.0})

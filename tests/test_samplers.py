@@ -441,3 +441,41 @@ def test_threaded_insert_sample_prioritize():
   assert set(sampler.samplers['recency'].save()['ids'].tolist()) == items
   # Only live items carry weight.
   assert not np.delete(tree.leaves, list(items)).any()
+
+
+@pytest.mark.parametrize('kind', ['uniform', 'priority', 'inf', 'recency',
+                                  'mixture'])
+def test_report_draws_leave_the_train_draws_unchanged(kind):
+  """commit=False draws (report batches, taken at wall-clock times) come
+  from a stream of their own: the committed draws are the same with or
+  without them in between, and the report draws still follow the
+  sampler's distribution (not a copy of the next train draw)."""
+  def make():
+    return {
+        'uniform': lambda: Uniform(seed=3),
+        'priority': lambda: Prioritized(initial=1.0, seed=3),
+        'inf': lambda: Prioritized(initial='inf', seed=3),
+        'recency': lambda: Recency(1.0, seed=3),
+        'mixture': lambda: Mixture(
+            {'uniform': Uniform(seed=3), 'priority': Prioritized(seed=4),
+             'recency': Recency(seed=5)},
+            {'uniform': 0.5, 'priority': 0.3, 'recency': 0.2}),
+    }[kind]()
+  plain, peeked = make(), make()
+  rng = np.random.default_rng(0)
+  got = {'plain': [], 'peeked': []}
+  for step in range(20):
+    ids = np.arange(step * 10, step * 10 + 10)
+    values = rng.uniform(0, 2, (10, 3))
+    for name, sampler in (('plain', plain), ('peeked', peeked)):
+      sampler.insert(ids)
+      sampler.prioritize(ids, values)
+      if name == 'peeked':
+        peek = sampler.sample(8, commit=False)
+        assert len(peek) == 8
+      got[name].append(sampler.sample(8))
+  for a, b in zip(got['plain'], got['peeked']):
+    np.testing.assert_array_equal(a, b)
+  # Peeks are draws of their own, not the next committed draw.
+  assert not np.array_equal(peeked.sample(64, commit=False),
+                            plain.sample(64))

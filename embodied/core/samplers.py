@@ -73,6 +73,17 @@ class Sampler:
     """itemids [B], values [B, T]: per-step signals of the trained steps of
     each item. Hook for prioritized replay; other samplers ignore it."""
 
+  def _seed_rngs(self, seed):
+    # commit=False draws (report batches, taken when the loop's schedule
+    # says) have a stream of their own: the train batches stay the same
+    # whenever and however often reports run.
+    self._rng = np.random.default_rng(seed)
+    self._peek_rng = np.random.default_rng(
+        np.random.SeedSequence(seed).spawn(1)[0])
+
+  def _draws(self, commit):
+    return self._rng if commit else self._peek_rng
+
   def __len__(self):
     raise NotImplementedError
 
@@ -99,7 +110,7 @@ class Uniform(Sampler):
     return cls(seed)
 
   def __init__(self, seed=0):
-    self._rng = np.random.default_rng(seed)
+    self._seed_rngs(seed)
     self._keys = np.zeros(0, np.int64)   # keys[:size] are the live ids
     self._index = np.zeros(0, np.int64)  # id -> position in keys, or -1
     self._size = 0
@@ -143,7 +154,7 @@ class Uniform(Sampler):
   def sample(self, n, commit=True):
     if not self._size:
       raise ValueError('Cannot sample from an empty sampler: add data first.')
-    return self._keys[self._rng.integers(0, self._size, int(n))]
+    return self._keys[self._draws(commit).integers(0, self._size, int(n))]
 
   def save(self):
     return {'keys': self._keys[:self._size].copy(),
@@ -214,7 +225,7 @@ class Prioritized(Sampler):
     self.maxfrac = float(maxfrac)
     self.initial = parse_initial(initial)
     self.zero_on_sample = bool(zero_on_sample)
-    self._rng = np.random.default_rng(seed)
+    self._seed_rngs(seed)
     self._tree = SumTree(0, branching)
     self._reset(0)
 
@@ -303,12 +314,13 @@ class Prioritized(Sampler):
     ids = self._take_pending(n, commit) if self._npending else \
         np.zeros(0, np.int64)
     need = n - len(ids)
+    rng = self._draws(commit)
     if need > 0:
       if self._tree.total > 0:
-        rest = self._tree.sample(need, self._rng)
+        rest = self._tree.sample(need, rng)
       else:
         live = np.flatnonzero(self._state != self.ABSENT)
-        rest = live[self._rng.integers(0, len(live), need)]
+        rest = live[rng.integers(0, len(live), need)]
       ids = np.concatenate([ids, rest])
     if commit and self.zero_on_sample:
       self._tree.set(ids, 0.0)
@@ -415,7 +427,8 @@ class Prioritized(Sampler):
         break
       if self._plen > 2 * self._npending + 1024:
         self._compact_pending()
-      pos = self._rng.choice(self._plen, min(need, self._plen), replace=False)
+      pos = self._draws(commit).choice(
+          self._plen, min(need, self._plen), replace=False)
       ids = self._pending[pos]
       ids = ids[self._state[ids] == self.PENDING]
       ids = np.setdiff1d(ids, taken)  # Repeated queue entries of one id.
@@ -465,7 +478,7 @@ class Recency(Sampler):
     if not recexp >= 0:
       raise ValueError(f'replay.recexp must be non-negative, got {recexp}')
     self.recexp = float(recexp)
-    self._rng = np.random.default_rng(seed)
+    self._seed_rngs(seed)
     self._reset()
 
   def _reset(self):
@@ -511,8 +524,9 @@ class Recency(Sampler):
     self._table(span)
     ids = np.full(n, -1, np.int64)
     todo = np.arange(n)
+    rng = self._draws(commit)
     for _ in range(64):
-      u = self._rng.random(len(todo)) * self._cdf[span - 1]
+      u = rng.random(len(todo)) * self._cdf[span - 1]
       age = np.minimum(np.searchsorted(self._cdf[:span], u, 'right'), span - 1)
       ids[todo] = self._order[self._next - 1 - age - self._offset]
       todo = todo[ids[todo] < 0]
@@ -522,7 +536,7 @@ class Recency(Sampler):
     ages = self._next - 1 - np.arange(self._base, self._next)
     live = self._order[self._base - self._offset:self._next - self._offset]
     weight = np.where(live >= 0, (ages + 1.0) ** -self.recexp, 0.0)
-    pick = self._rng.choice(len(live), len(todo), p=weight / weight.sum())
+    pick = rng.choice(len(live), len(todo), p=weight / weight.sum())
     ids[todo] = live[pick]
     return ids
 

@@ -26,6 +26,7 @@ import jax
 import ninjax as nj
 import numpy as np
 
+from embodied.core import seeds
 from . import hosts, nets
 
 
@@ -170,11 +171,15 @@ class Agent:
     if self.members:
       self.host = None
       self.hosts = [copy.deepcopy(host) for _ in self.members] if host else []
-      self.rngs = [np.random.default_rng(s) for s in self.members]
     else:
       self.host = host
-      self.rng = np.random.default_rng(seed)
     self.seed = seed
+    # Random streams per member: 'main' for training and acting, which run
+    # in step with the env; reports, evaluation and priority refreshes run
+    # when the loop's schedule says, so each has its own stream and leaves
+    # the main one as it was.
+    self._rngs = {'main': [np.random.default_rng(s)
+                           for s in (self.members or [seed])]}
 
     self._version = 0  # Bumped by every assignment to self.state.
     self._make_meshes(config.jax)
@@ -329,7 +334,7 @@ class Agent:
     obs = {k: obs[k] for k in self.obs_space}
     carry, act, outs = self._call(
         f'policy_{mode}', self._policy[mode], self._policy_state(), carry,
-        obs, self._next_seed())
+        obs, self._next_seed('main' if mode == 'train' else mode))
     return carry, _to_host(act), _to_host(outs)
 
   def train(self, data):
@@ -361,7 +366,7 @@ class Agent:
     data = self._put(data)
     metrics = self._call(
         'report', self._report, self.state, data, self._inputs(),
-        self._next_seed())
+        self._next_seed('report'))
     return _to_host(metrics)
 
   def uncertainty(self, data):
@@ -372,7 +377,7 @@ class Agent:
           f'{type(self.model).__name__} has no uncertainty() method.')
     data = self._put(data)
     out = self._call('uncertainty', self._uncertainty, self.state, data,
-                     self._next_seed())
+                     self._next_seed('uncertainty'))
     return _to_host(out)
 
   def agree(self, *flags):
@@ -460,11 +465,14 @@ class Agent:
     return {k: {n: np.asarray(v, np.float32) for n, v in d.items()}
             for k, d in self.host.inputs().items()}
 
-  def _next_seed(self):
-    if self.members:
-      return np.stack([np.asarray(r.integers(0, 2 ** 31, 2), np.uint32)
-                       for r in self.rngs])
-    return np.asarray(self.rng.integers(0, 2 ** 31, 2), np.uint32)
+  def _next_seed(self, stream='main'):
+    if stream not in self._rngs:
+      self._rngs[stream] = [
+          np.random.default_rng(seeds.stream(s, stream))
+          for s in (self.members or [self.seed])]
+    draws = [np.asarray(r.integers(0, 2 ** 31, 2), np.uint32)
+             for r in self._rngs[stream]]
+    return np.stack(draws) if self.members else draws[0]
 
   def _put(self, data):
     data = {k: v for k, v in data.items() if not k.startswith('log/')}

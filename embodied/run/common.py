@@ -37,6 +37,17 @@ def fill_steps(args, envs=None):
   return args.batch_size * args.batch_length + envs * (length - 1)
 
 
+def schedule(every, by_steps, first=True):
+  """A callable step -> bool for logging, saving, reporting or evaluating:
+  every `every` seconds, or with by_steps (run.deterministic) every `every`
+  agent steps, so that a rerun does each at the same steps however fast the
+  machine runs. 0: at every call."""
+  if by_steps:
+    return elements.when.Every(every if every > 0 else -1, first)
+  clock = elements.when.Clock(every, first)
+  return lambda step: clock()
+
+
 def play_episodes(driver, policy, episodes, count):
   """Steps the driver's envs until each member's Episodes tracker has
   counted `count` more episodes (a member with short episodes does not fill

@@ -521,6 +521,9 @@ RANGES = ((r'run\.env_workers', 'int', 1, None),
 def check(config):
   if config.script != 'parallel':
     return None
+  if config.run.deterministic:
+    return ('run.deterministic cannot hold with script parallel: its '
+            'processes interleave at the speed of each; use script train')
   try:
     layout(config.run)
   except ValueError as e:

@@ -70,10 +70,11 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   resume(checkpoint, args.from_checkpoint)
 
   timer = Timers()
-  should_log = elements.when.Clock(args.log_every)
-  should_save = elements.when.Clock(args.save_every, first=False)
-  should_report = elements.when.Clock(args.report_every, first=False) \
-      if args.report_every else (lambda: False)
+  by_steps = args.get('deterministic', False)
+  should_log = common.schedule(args.log_every, by_steps)
+  should_save = common.schedule(args.save_every, by_steps, first=False)
+  should_report = common.schedule(args.report_every, by_steps, first=False) \
+      if args.report_every else (lambda step: False)
   progress = common.Progress()
   aggs = [elements.Agg() for _ in range(members.count)]
   start = time.time()
@@ -106,7 +107,8 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
       late = bool(args.duration and time.time() - start > args.duration)
       # With several processes (multi-host) all stop and save together, and
       # a stop signal to any of them ends each as preempted.
-      signalled, late, save = agree(preempt.requested, late, should_save())
+      signalled, late, save = agree(
+          preempt.requested, late, should_save(int(step)))
       if signalled:
         stopped_by = preempt.signal or 'a stop signal to another process'
         print(f'Stopping on {stopped_by} at step {int(step):,}.')
@@ -123,7 +125,7 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
                f'score {members.mean_score():.1f}')
       for hook in hooks:
         hook(agent, members)
-      if should_report() and len(members.replay):
+      if should_report(int(step)) and len(members.replay):
         report = agent.report(learner.report_batch(
             args.get('report_batch', args.batch_size),
             args.get('report_length', args.batch_length)))

@@ -2,7 +2,6 @@
 current policy plays run.eval_eps episodes in its own envs (eval mode, not
 added to replay); scores are logged as eval_episode/*."""
 
-import elements
 import numpy as np
 
 from embodied.core import Driver
@@ -13,11 +12,12 @@ from .train import train
 
 
 def train_eval(make_agent, make_replay, make_env, make_logger, args):
-  should_eval = elements.when.Clock(args.eval_every)
+  should_eval = common.schedule(
+      args.eval_every, args.get('deterministic', False))
   state = {}
 
   def evaluate(agent, members):
-    if not should_eval():
+    if not should_eval(int(members.step)):
       return
     n, count = members.count, args.eval_envs
     if 'driver' not in state:
