@@ -342,11 +342,18 @@ class Dreamer(nj.Module):
     return out
 
   def uncertainty(self, data):
-    """[B, T] unclipped dynamics KL of the trained steps: the train step's
-    'uncertainty' priority signal, without decoder, imagination or
-    gradients (for refreshing the priorities of the whole buffer)."""
+    """{'dyn_kl', 'rep_kl'}: [B, T] unclipped KLs of the trained steps,
+    as the train step's signals, without decoder, imagination or gradients
+    (for refreshing the priorities of the whole buffer)."""
     _, entries = self._observe(data)
-    return sg(self.dyn.losses(entries)['dyn_raw']).astype(f32)
+    kl = self.dyn.losses(entries)
+    return {'dyn_kl': sg(kl['dyn_raw']).astype(f32),
+            'rep_kl': sg(kl['rep_raw']).astype(f32)}
+
+  def host_work(self, agent, replay, prepare):
+    """The extensions' host sides in the train loop (HostWork)."""
+    work = [ext.host_work(agent, replay, prepare) for ext in self.exts]
+    return [w for w in work if w is not None]
 
   def _prevact(self, data):
     """[B, T, A] the action each trained step consumes: the one chosen at
@@ -414,13 +421,12 @@ class Dreamer(nj.Module):
                'recon': losses['rec'],
                'value_error': _pad_last(jnp.abs(rdist.pred() - rret))}
     for ext in self.exts:
-      value = ext.priority(signals)
+      value = ext.step_outputs(signals)
       if value is not None:
-        # A signal covers the last value.shape[1] trained steps.
-        outs_['priority'] = {
+        # Values of the last value.shape[1] trained steps.
+        outs_[ext.name] = {
             'stepid': data['stepid'][:, K + T - value.shape[1]:],
             'value': value}
-        break
     return total, (outs_, metrics)
 
   def _world_model_loss(self, obs, entries, feat):

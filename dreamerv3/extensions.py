@@ -41,10 +41,16 @@ plain agent unchanged. Extensions apply in the order of BUILTIN, then of
                     states, the actions taken and the reward so far (the
                     reward head's prediction, or the previous extension's)
   loss_weights(inputs) -> {agent loss name: multiplier}
-  priority(signals) -> [B, T'] per-step replay priority signal of the last
-                    T' trained steps, or None; `signals` holds the train
-                    step's per-step quantities (Dreamer.loss)
+  step_outputs(signals) -> [B, T'] per-step values of the last T' trained
+                    steps for the host, or None; `signals` holds the train
+                    step's per-step quantities (Dreamer.loss); the step
+                    returns them as outs[name] = {'stepid', 'value'}
   after_train()     after each optimizer step (e.g. EMA copies)
+  host_work(agent, replay, prepare) -> HostWork or None: the host side of
+                    the train loop (what to do with the step's outputs,
+                    periodic work such as buffer-wide refreshes); `agent`
+                    is the jitted agent, `prepare(batch)` completes a
+                    replay batch for it
 `inputs` is the extension's own dict from host.inputs(), as traced arrays.
 """
 
@@ -147,11 +153,14 @@ class Extension:
   def loss_weights(self, inputs):
     return {}
 
-  def priority(self, signals):
+  def step_outputs(self, signals):
     return None
 
   def after_train(self):
     pass
+
+  def host_work(self, agent, replay, prepare):
+    return None
 
 
 class HostState:
@@ -170,6 +179,23 @@ class HostState:
 
   def load(self, data):
     pass
+
+
+class HostWork:
+  """The host side of an extension in the train loop (one for all
+  members). outputs(outs) gets every train step's outputs as NumPy (with a
+  leading member axis for several seeds; the extension reads its own key);
+  updated(updates) runs after each update with the update count; stats()
+  -> metrics since the last call."""
+
+  def outputs(self, outs):
+    pass
+
+  def updated(self, updates):
+    pass
+
+  def stats(self):
+    return {}
 
 
 class Hosts:

@@ -12,8 +12,8 @@ owner declares any of
                         devices (`count` local devices in each process)
   check_processes(config, settings) -> error or None, for a job of several
                         processes (hosts.Settings)
-The owners are the entry point (main: top-level keys and the logger), the
-agent, its extensions, the replay and its samplers, the env factory and
+The owners are the config module (top-level keys, run.seeds, the logger), the
+agent, its extensions, the replay samplers, the env factory and
 every env suite, the run scripts and the JAX wrapper; see owners(). Every
 numeric key must be a finite number within the first matching rule of any
 owner; a key that no rule matches must be >= 0. Each failure raises
@@ -25,18 +25,17 @@ import math
 import re
 
 
-class ConfigError(Exception):
-  pass
+from dreamerv3.config import ConfigError  # noqa: F401 (raised here)
 
 
 def owners(config):
   """The modules that own config keys, in the order they are asked."""
-  from dreamerv3 import agent, extensions, main
+  from dreamerv3 import agent, config as config_module, extensions
   from embodied import envs, jax as ejax, run
-  from embodied.core import replay, samplers
+  from embodied.core import samplers
   from embodied.jax import hosts
   suites = [importlib.import_module(m) for m in envs.SUITES.values()]
-  return [main, agent, *extensions.modules(config), replay, samplers,
+  return [config_module, agent, *extensions.modules(config), samplers,
           envs, *suites, run, *run.modules(), ejax.agent, hosts]
 
 

@@ -149,7 +149,7 @@ def test_image_size_and_camera(rendering):
   obs = env.step({'reset': True, 'action': np.zeros(12, np.float32)})
   assert obs['image'].shape == (48, 80, 3) and obs['image'].dtype == np.uint8
   # The quadruped's default is camera 2, as in DreamerV3.
-  physics = env.unwrapped.dmc_env.physics
+  physics = env.unwrapped.dm_env.physics
   np.testing.assert_array_equal(
       obs['image'], physics.render(48, 80, camera_id=2))
   assert not np.array_equal(
@@ -158,7 +158,7 @@ def test_image_size_and_camera(rendering):
       'dmc_quadruped_walk', size=(48, 80), proprio=False, camera=0)
   first = other.step({'reset': True, 'action': np.zeros(12, np.float32)})
   np.testing.assert_array_equal(
-      first['image'], other.unwrapped.dmc_env.physics.render(
+      first['image'], other.unwrapped.dm_env.physics.render(
           48, 80, camera_id=0))
 
 

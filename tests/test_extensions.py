@@ -1,7 +1,7 @@
 """The extension interface: a new extension is one module. A toy module
 written to a temporary file plugs in with --extensions, declares its own
-config, defaults and checks, adds a trainable module and a loss term, and
-trains, without any other file edited."""
+config, defaults and checks, adds a trainable module, a loss term and a
+host side in the train loop, and trains, without any other file edited."""
 
 import json
 import pathlib
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import ninjax as nj
 
-from dreamerv3.extensions import Extension
+from dreamerv3.extensions import Extension, HostWork
 from embodied.jax import nets
 
 CONFIG = ('toy',)
@@ -45,6 +45,32 @@ class Probe(nj.Module, Extension):
     pred = self.sub('out', nets.Linear, units=1)(x)[..., 0]
     loss = (pred.astype(jnp.float32) - obs['reward']) ** 2
     return {'toy': loss}, {'toy/probe_error': loss.mean()}
+
+  def step_outputs(self, signals):
+    return signals['dyn_kl']  # Any per-step value, for the host side.
+
+  def host_work(self, agent, replay, prepare):
+    return Counter(replay)
+
+
+class Counter(HostWork):
+  """The host side: counts the step outputs it gets and checks their
+  step ids against replay."""
+
+  def __init__(self, replay):
+    self.replay, self.steps, self.updates = replay, 0, 0
+
+  def outputs(self, outs):
+    stepid = outs['toy']['stepid']
+    assert stepid.shape == outs['toy']['value'].shape
+    assert stepid.max() < len(self.replay) + 1024  # Ids of stored steps.
+    self.steps += stepid.size
+
+  def updated(self, updates):
+    self.updates = updates
+
+  def stats(self):
+    return {'toy/host_steps': self.steps, 'toy/host_updates': self.updates}
 
 
 def install(agent, config):
@@ -78,6 +104,11 @@ def test_toy_extension_from_a_file_trains(tmp_path):
             if 'train/toy/probe_error' in r]
   losses = [r['train/loss/toy'] for r in rows if 'train/loss/toy' in r]
   assert errors and losses and np.all(np.isfinite(errors + losses))
+  # Its host side saw every update's outputs: debug trains on 4 x 8 steps.
+  host = [r for r in rows if 'toy/host_updates' in r][-1]
+  assert host['toy/host_updates'] > 0
+  assert host['toy/host_steps'] in (
+      4 * 8 * host['toy/host_updates'], 4 * 8 * (host['toy/host_updates'] - 1))
   # The probe's parameters are the agent's: in the checkpoint, trained by
   # the agent's optimizer (its second-moment estimate has seen gradients).
   ckpt = sorted((logdir / 'ckpt').glob('2*'))[-1]

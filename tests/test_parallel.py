@@ -125,7 +125,7 @@ def test_replay_server_many_events_repeats_and_counts():
   import numpy as np
   import portal
   from embodied.core import Replay
-  from embodied.run import remote
+  from embodied.run.parallel import remote
   replay = Replay(length=3, capacity=1000, chunksize=16)
   limiter = SamplesPerInsert(1.0, 1000, min_steps=0, limit=10 ** 6)
   impl = remote.ReplayServer(replay, limiter)

@@ -1,10 +1,10 @@
-"""Buffer-wide priority refresh (embodied/run/priorities.py): every item gets
+"""Buffer-wide priority refresh (dreamerv3/priority.py): every item gets
 the aggregate of its own steps' signals, from one model pass per window."""
 
 import numpy as np
 
 from embodied.core import Prioritized, Replay
-from embodied.run.priorities import PriorityRefresh
+from dreamerv3.priority import PriorityRefresh
 
 
 class StepAgent:

@@ -1,4 +1,4 @@
-"""Portal clients (embodied/run/transport.py) with a real server process:
+"""Portal clients (embodied/run/parallel/transport.py) with a real server process:
 every reply is right, and a client that has made many calls, sequential
 and several in flight, sleeps when idle (its CPU time, not wall time)."""
 
@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from embodied.run import transport
+from embodied.run.parallel import transport
 
 
 def serve(port):

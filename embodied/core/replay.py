@@ -56,37 +56,6 @@ from . import samplers
 from .checkpoint import CheckpointError, reason, sync_dir
 
 
-# Config checks (dreamerv3/validate.py) of the replay's keys. device:
-# accelerator keeps a mirror on the first JAX device (embodied/jax/replay.py).
-RANGES = ((r'replay\.(size|chunksize)', 'int', 1, None),)
-CHOICES = {'replay.device': ('host', 'accelerator')}
-
-
-def check_processes(config, settings):
-  if config.replay.device == 'accelerator':
-    # Its batches are arrays on this process's first device, which the
-    # train step of a multi-process mesh cannot take as its local rows.
-    return (f'replay.device accelerator works in one process; '
-            f'jax.distributed found {settings.num_processes} processes '
-            f'({settings.source}): use replay.device host')
-  return None
-
-
-def check(config):
-  length = config.batch_length + config.replay_context
-  if config.replay.chunksize <= length:
-    return (f'replay.chunksize ({config.replay.chunksize}) must be larger '
-            f'than batch_length + replay_context ({length}).')
-  streams = config.run.envs
-  slots = max(2, -(-int(config.replay.size) // config.replay.chunksize))
-  if slots <= streams:
-    return (f'replay.size ({int(config.replay.size)}) must hold more than '
-            f'run.envs + 1 = {streams + 1} chunks of replay.chunksize '
-            f'({config.replay.chunksize}): each env writes into its own chunk '
-            'and one more is needed to evict the oldest.')
-  return None
-
-
 def write_npz(path, arrays):
   """Writes the arrays to an .npz file and flushes it to the disk."""
   with open(str(path), 'wb') as f:

@@ -21,7 +21,7 @@ import elements
 import numpy as np
 
 from . import MissingPackageError, OptionError, UnknownTaskError
-from ..core import base
+from .from_dm import FromDM
 
 INSTALL = 'bsuite tasks need bsuite: pip install -r requirements-envs.txt'
 
@@ -74,66 +74,29 @@ def make(name, *, seed=0, size=None, **kwargs):
   return BSuite(env)
 
 
-class BSuite(base.Env):
-  """Adapts any dm_env.Environment with an array observation and a discrete
-  (DiscreteArray) action."""
+class BSuite(FromDM):
+  """Adapts any dm_env.Environment with an array observation (flattened to
+  one float vector) and a discrete (DiscreteArray) action."""
 
   def __init__(self, env):
-    self._env = env
     spec = env.observation_spec()
     if not hasattr(spec, 'shape'):
       raise NotImplementedError(
           f'BSuite needs an array observation spec, got {spec}')
-    self._size = int(np.prod(spec.shape))
-    act = env.action_spec()
-    if not hasattr(act, 'num_values'):
+    if not hasattr(env.action_spec(), 'num_values'):
       raise NotImplementedError(
-          f'BSuite needs a discrete action spec, got {act}')
-    self._actions = int(act.num_values)
-    self._done = True
-
-  @property
-  def dm_env(self):
-    return self._env
+          f'BSuite needs a discrete action spec, got {env.action_spec()}')
+    super().__init__(env)
+    self._size = int(np.prod(spec.shape))
 
   @property
   def num_episodes(self):
     """Episodes that bsuite's analysis expects the experiment to run."""
     return getattr(self._env, 'bsuite_num_episodes', None)
 
-  @property
-  def obs_space(self):
-    return {
-        'vector': elements.Space(np.float32, (self._size,)),
-        **base.step_spaces(),
-    }
+  def _spaces(self):
+    return {'vector': elements.Space(np.float32, (self._size,))}
 
-  @property
-  def act_space(self):
-    return base.discrete_act_space(self._actions)
-
-  def step(self, action):
-    if action['reset'] or self._done:
-      self._done = False
-      timestep = self._env.reset()
-      return self._obs(timestep, 0.0, True, False, False)
-    timestep = self._env.step(int(action['action']))
-    self._done = timestep.last()
-    terminal = self._done and timestep.discount == 0
-    return self._obs(
-        timestep, timestep.reward or 0.0, False, self._done, terminal)
-
-  def close(self):
-    close = getattr(self._env, 'close', None)
-    if close:
-      close()
-
-  def _obs(self, timestep, reward, is_first, is_last, is_terminal):
-    return {
-        'vector': np.asarray(
-            timestep.observation, np.float32).reshape(self._size),
-        'reward': np.float32(reward),
-        'is_first': np.bool_(is_first),
-        'is_last': np.bool_(is_last),
-        'is_terminal': np.bool_(is_terminal),
-    }
+  def _observe(self, timestep):
+    return {'vector': np.asarray(
+        timestep.observation, np.float32).reshape(self._size)}

@@ -22,7 +22,7 @@ import elements
 import numpy as np
 
 from . import MissingPackageError, OptionError, UnknownTaskError
-from ..core import base
+from .from_dm import FromDM
 
 # Action repeat 2, the DMC setting of the Dreamer papers (their budgets count
 # env steps, two per agent step); the reference code's default is 1. Not
@@ -153,20 +153,17 @@ def _render_error(e):
       'libosmesa6 for osmesa) or choose another MUJOCO_GL')
 
 
-class DMC(base.Env):
+class DMC(FromDM):
+  """A dm_control task: its proprioceptive vectors (flattened; keys that
+  clash with ours get an obs_ prefix) and/or an env.size RGB render."""
 
   def __init__(
       self, env, domain='', size=(64, 64), repeat=2, proprio=True,
       image=True, camera=-1):
-    self._env = env
+    super().__init__(env, repeat)
     self._size = tuple(int(x) for x in size)
-    self._repeat = repeat
-    self._proprio = proprio
     self._image = image
     self._camera = CAMERAS.get(domain, 0) if camera == -1 else camera
-    self._length = 0  # Env steps per episode counted here (0: the task's).
-    self._steps = 0
-    self._done = True
     # dm_control key -> our key; scalars and matrices become flat vectors.
     self._keys = {}
     self._shapes = {}
@@ -175,68 +172,27 @@ class DMC(base.Env):
         ours = f'obs_{key}' if key in RESERVED else key
         self._keys[key] = ours
         self._shapes[ours] = (int(np.prod(spec.shape)),)
-    spec = env.action_spec()
-    self._act_space = elements.Space(
-        np.float32, spec.shape, spec.minimum, spec.maximum)
     if image:
       try:
         self._render()
       except Exception as e:
         raise _render_error(e) from None
 
-  @property
-  def dmc_env(self):
-    return self._env
-
-  @property
-  def obs_space(self):
+  def _spaces(self):
     spaces = {}
     if self._image:
       spaces['image'] = elements.Space(np.uint8, (*self._size, 3))
     for key, shape in self._shapes.items():
       spaces[key] = elements.Space(np.float32, shape)
-    spaces.update(base.step_spaces())
     return spaces
 
-  @property
-  def act_space(self):
-    return {'action': self._act_space, 'reset': elements.Space(bool)}
-
-  def step(self, action):
-    if action['reset'] or self._done:
-      self._done = False
-      self._steps = 0
-      timestep = self._env.reset()
-      return self._obs(timestep, 0.0, True, False, False)
-    act = np.asarray(action['action'], np.float64)
-    reward = 0.0
-    for _ in range(self._repeat):
-      timestep = self._env.step(act)
-      self._steps += 1
-      reward += timestep.reward or 0.0
-      if timestep.last() or self._steps == self._length:
-        break
-    # Suite tasks end by time limit with discount 1; 0 means terminated.
-    terminal = timestep.last() and timestep.discount == 0
-    self._done = timestep.last() or self._steps == self._length
-    return self._obs(timestep, reward, False, self._done, terminal)
-
-  def close(self):
-    close = getattr(self._env, 'close', None)
-    if close:
-      close()
-
-  def _obs(self, timestep, reward, is_first, is_last, is_terminal):
+  def _observe(self, timestep):
     obs = {}
     if self._image:
       obs['image'] = self._image_obs(timestep)
     for key, ours in self._keys.items():
       obs[ours] = np.asarray(
           timestep.observation[key], np.float32).reshape(self._shapes[ours])
-    obs['reward'] = np.float32(reward)
-    obs['is_first'] = np.bool_(is_first)
-    obs['is_last'] = np.bool_(is_last)
-    obs['is_terminal'] = np.bool_(is_terminal)
     return obs
 
   def _image_obs(self, timestep):

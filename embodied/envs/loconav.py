@@ -21,11 +21,11 @@ headless with the MUJOCO_GL choice of dmc.py. The seed fixes spawn cells
 and initial poses of all episodes.
 """
 
-import elements
 import numpy as np
 
 from . import MissingPackageError, OptionError, UnknownTaskError
 from .dmc import DMC, mujoco_imports, prepare_rendering
+from .from_dm import FromDM
 
 OPTIONS = {
     'repeat': 1, 'episode_length': 2000, 'proprio': True, 'camera': 'ego'}
@@ -219,10 +219,8 @@ class LocoNav(DMC):
   def __init__(
       self, env, size=(64, 64), repeat=1, episode_length=2000, proprio=True,
       camera='ego'):
-    self._env = env
+    FromDM.__init__(self, env, repeat, episode_length)
     self._size = tuple(int(x) for x in size)
-    self._repeat = repeat
-    self._length = episode_length
     self._image = 'walker/egocentric_camera' if camera == 'ego' else (
         'top_camera')
     self._keys = {}  # dm_control key -> our key.
@@ -236,15 +234,6 @@ class LocoNav(DMC):
       ours = key.split('/', 1)[-1]
       self._keys[key] = ours
       self._shapes[ours] = shape
-    spec = env.action_spec()
-    self._act_space = elements.Space(
-        np.float32, spec.shape, spec.minimum, spec.maximum)
-    self._steps = 0
-    self._done = True
-
-  @property
-  def dm_env(self):
-    return self._env
 
   def _image_obs(self, timestep):
     # The camera is one of the task's observations, not a render.

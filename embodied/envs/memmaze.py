@@ -22,7 +22,7 @@ import numpy as np
 
 from . import OptionError, UnknownTaskError
 from .dmc import mujoco_imports, prepare_rendering
-from ..core import base
+from .from_dm import FromDM
 
 # Task name -> constructor in memory_maze.tasks.
 SIZES = {
@@ -62,56 +62,20 @@ def _import():
   return tasks
 
 
-class MemoryMaze(base.Env):
+class MemoryMaze(FromDM):
   """Adapts a memory_maze dm_env task with an image-only observation and
   discrete actions."""
 
   def __init__(self, env):
-    self._env = env
     spec = env.observation_spec()
     if not (hasattr(spec, 'shape') and len(spec.shape) == 3):
       raise NotImplementedError(
           f'MemoryMaze needs an image-only observation, got {spec}')
+    super().__init__(env)
     self._shape = tuple(int(x) for x in spec.shape)
-    self._actions = int(env.action_spec().num_values)
-    self._done = True
 
-  @property
-  def dm_env(self):
-    return self._env
+  def _spaces(self):
+    return {'image': elements.Space(np.uint8, self._shape)}
 
-  @property
-  def obs_space(self):
-    return {
-        'image': elements.Space(np.uint8, self._shape),
-        **base.step_spaces(),
-    }
-
-  @property
-  def act_space(self):
-    return base.discrete_act_space(self._actions)
-
-  def step(self, action):
-    if action['reset'] or self._done:
-      self._done = False
-      timestep = self._env.reset()
-      return self._obs(timestep, True, False, False)
-    timestep = self._env.step(int(action['action']))
-    self._done = timestep.last()
-    # The time limit keeps discount 1; 0 would be a termination.
-    terminal = self._done and timestep.discount == 0
-    return self._obs(timestep, False, self._done, terminal)
-
-  def _obs(self, timestep, is_first, is_last, is_terminal):
-    return {
-        'image': np.asarray(timestep.observation, np.uint8),
-        'reward': np.float32(timestep.reward or 0.0),
-        'is_first': np.bool_(is_first),
-        'is_last': np.bool_(is_last),
-        'is_terminal': np.bool_(is_terminal),
-    }
-
-  def close(self):
-    close = getattr(self._env, 'close', None)
-    if close:
-      close()
+  def _observe(self, timestep):
+    return {'image': np.asarray(timestep.observation, np.uint8)}

@@ -380,6 +380,12 @@ class Agent:
                      self._next_seed('uncertainty'))
     return _to_host(out)
 
+  def host_work(self, replay, prepare):
+    """The model's host-side work in the train loop: objects with
+    outputs(outs), updated(updates) and stats() (none without)."""
+    work = getattr(self.model, 'host_work', None)
+    return work(self, replay, prepare) if work else []
+
   def agree(self, *flags):
     """Run-loop decisions that every process must share (stop, save):
     with several processes, a flag holds when it holds on any of them, so

@@ -1,9 +1,8 @@
-"""Pieces shared by the run loops: episode statistics, the train step glue
-between replay and agent, and the terminal summary."""
+"""Pieces shared by the run loops: schedules, the training start, episode
+statistics, the train step glue between replay and agent, report and video
+logging, and the live progress line (the logger outputs: outputs.py)."""
 
 import collections
-import json
-import re
 import sys
 import time
 
@@ -12,7 +11,6 @@ import numpy as np
 
 from embodied.core import video
 
-from .priorities import PriorityRefresh
 
 
 def trained_steps(args):
@@ -101,8 +99,9 @@ class Episodes:
 
 class Learner:
   """Samples a batch, runs one train step and writes the step's per-step
-  outputs (latents, priority signals) back into replay. With cache_every,
-  also refreshes every item's priority that often (see priorities.py).
+  latents back into replay; the agent's host work (agent.host_work: the
+  extensions' host sides, e.g. writing priorities, periodic refreshes) gets
+  every step's outputs and update count.
 
   With prefetch (the default), a call dispatches the train step on the
   batch prepared by the previous call and, while the device computes,
@@ -122,8 +121,7 @@ class Learner:
   device: kept apart because a GPU runtime may block there until the
   previous step is done, which is device time seen from the host."""
 
-  def __init__(self, agent, replay, batch_size, cache_every=0, context=0,
-               prefetch=True):
+  def __init__(self, agent, replay, batch_size, context=0, prefetch=True):
     self.agent = agent
     self.replay = replay
     self.batch_size = batch_size
@@ -131,9 +129,10 @@ class Learner:
     self.context = context
     self.prefetch = prefetch and hasattr(agent, 'train_async')
     self.updates = 0
-    self.refresh = PriorityRefresh(
-        agent, replay, batch_size, cache_every, context, self._complete) \
-        if cache_every else None
+    # The extensions' host sides: what to do with each step's outputs
+    # (e.g. priorities) and periodic work (e.g. refreshes).
+    self.work = agent.host_work(replay, self._complete) \
+        if hasattr(agent, 'host_work') else []
     self._next = None      # The next batch, on its way to the devices.
     self._pending = None   # (outs, metrics) of the last step, on device.
     self._time = {'host': 0.0, 'device': 0.0, 'dispatch': 0.0}
@@ -157,7 +156,9 @@ class Learner:
     return {k: v[:, :steps] for k, v in data.items()}
 
   def stats(self):
-    stats = self.refresh.stats() if self.refresh else {}
+    stats = {}
+    for work in self.work:
+      stats.update(work.stats())
     total = sum(self._time.values())
     if total:
       stats['learner/wait_frac'] = self._time['host'] / total
@@ -225,14 +226,13 @@ class Learner:
     if 'replay' in outs:
       values = dict(outs['replay'])
       self.replay.update(values.pop('stepid'), values)
-    if 'priority' in outs:
-      self.replay.prioritize(outs['priority']['stepid'],
-                             outs['priority']['value'])
+    for work in self.work:
+      work.outputs(outs)
 
   def _step_done(self, metrics):
     self.updates += 1
-    if self.refresh:
-      self.refresh(self.updates)
+    for work in self.work:
+      work.updated(self.updates)
     return metrics
 
 
@@ -272,34 +272,6 @@ class PolicyVideo:
       self.recorder.arm()
 
 
-class Summary:
-  """elements.Logger output that prints a short, readable block with the
-  numbers people watch, instead of every metric."""
-
-  KEYS = (
-      ('episode/score', 'score'), ('episode/length', 'length'),
-      ('fps/env', 'env_fps'), ('fps/train', 'train_ups'),
-      ('fps/replayed', 'replay_fps'), ('train/loss/rec', 'rec'),
-      ('train/loss/rew', 'rew'), ('train/loss/dyn', 'dyn'),
-      ('train/loss/policy', 'pol'), ('train/loss/value', 'val'),
-      ('train/ac/entropy', 'ent'), ('replay/size', 'replay'))
-
-  def __init__(self, name='train'):
-    self.name = name
-
-  def __call__(self, summaries):
-    step = max(s for s, _, _ in summaries)
-    values = {}
-    for _, key, value in summaries:
-      if isinstance(value, np.ndarray) and value.ndim == 0:
-        values[key] = float(value)
-    parts = [f'{label} {_fmt(values[key])}' for key, label in self.KEYS
-             if key in values]
-    stamp = time.strftime('%H:%M:%S')
-    print(f'[{stamp} {self.name} step {step:,}] ' + ' | '.join(parts),
-          flush=True)
-
-
 class Progress:
   """A live one-line status on interactive terminals (skipped in log files)."""
 
@@ -314,97 +286,3 @@ class Progress:
   def clear(self):
     if self.enabled:
       print('\r' + ' ' * 150 + '\r', end='', flush=True)
-
-
-def _fmt(value):
-  if value != value:
-    return 'nan'
-  if abs(value) >= 1e4 or (0 < abs(value) < 1e-2):
-    return f'{value:.2e}'
-  return f'{value:.3g}' if abs(value) < 100 else f'{value:.1f}'
-
-
-class JSONL:
-  """elements.Logger output appending the scalar metrics matching a pattern
-  to a JSON-lines file, one line per step (quiet, unlike elements' own)."""
-
-  def __init__(self, logdir, filename, pattern=r'.*'):
-    self.path = elements.Path(logdir) / filename
-    self.pattern = re.compile(pattern)
-
-  def __call__(self, summaries):
-    # One line per step; a key seen twice at one step (two episodes ending
-    # on the same env step) starts a new line so no value is lost.
-    lines, current, current_step = [], {}, None
-    for step, name, value in summaries:
-      if not (self.pattern.search(name) and isinstance(value, np.ndarray) and
-              value.ndim == 0):
-        continue
-      if current and (step != current_step or name in current):
-        lines.append({'step': current_step, **current})
-        current = {}
-      current_step = step
-      current[name] = float(value)
-    if current:
-      lines.append({'step': current_step, **current})
-    if lines:
-      with self.path.open('a') as f:
-        f.write(''.join(json.dumps(line) + '\n' for line in lines))
-
-
-class TensorBoard:
-  """elements.Logger output writing scalars (and images) with tensorboardX,
-  so TensorBoard logs need no TensorFlow install."""
-
-  def __init__(self, logdir, fps=15):
-    from tensorboardX import SummaryWriter
-    self.writer = SummaryWriter(str(logdir), flush_secs=30)
-    self.fps = fps
-
-  def __call__(self, summaries):
-    for step, name, value in summaries:
-      if isinstance(value, np.ndarray) and value.ndim == 0:
-        self.writer.add_scalar(name, float(value), step)
-      elif isinstance(value, np.ndarray) and value.ndim == 3:
-        self.writer.add_image(name, value, step, dataformats='HWC')
-      elif isinstance(value, np.ndarray) and value.ndim == 4:
-        self._video(name, value, step)
-    self.writer.flush()
-
-  def wait(self):
-    """Puts everything written so far on disk (elements.Logger.close calls
-    it): tensorboardX writes from a queue that flush() does not drain. A
-    later write opens a new event file."""
-    self.writer.close()
-
-  def _video(self, name, value, step):
-    # An animated GIF in an image summary (TensorBoard's Images tab plays
-    # it): tensorboardX's add_video would need moviepy for the same GIF.
-    from tensorboardX.proto.summary_pb2 import Summary as Proto
-    value = video.render(value, min_size=1)
-    T, H, W, _ = value.shape
-    image = Proto.Image(
-        height=H, width=W, colorspace=3,
-        encoded_image_string=video.encode_gif(value, self.fps))
-    summary = Proto(value=[Proto.Value(tag=name, image=image)])
-    self.writer._get_file_writer().add_summary(summary, step)
-
-
-class VideoFiles:
-  """elements.Logger output writing every video ([T, H, W, C]) to
-  DIR/NAME-STEP.mp4 (NAME with '/' as '-'), for any video player."""
-
-  def __init__(self, directory, fps=15, ext='mp4'):
-    self.directory = elements.Path(directory)
-    self.fps = fps
-    self.ext = ext
-
-  def __call__(self, summaries):
-    for step, name, value in summaries:
-      if not (isinstance(value, np.ndarray) and value.ndim == 4):
-        continue
-      self.directory.mkdir()
-      path = self.directory / f"{name.replace('/', '-')}-{int(step):010d}.{self.ext}"
-      tmp = path.parent / (path.name + '.tmp.' + self.ext)
-      video.write(tmp, value, self.fps)
-      tmp.move(path)

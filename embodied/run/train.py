@@ -50,8 +50,8 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
                     args.get('video_every', 0))
   step = members.step
   learner = common.Learner(
-      agent, members.replay, args.batch_size, args.get('cache_every', 0),
-      args.replay_context, args.get('prefetch', True))
+      agent, members.replay, args.batch_size, args.replay_context,
+      args.get('prefetch', True))
   limiter = RatioLimiter(
       args.train_ratio, common.trained_steps(args),
       min_steps=common.fill_steps(args))

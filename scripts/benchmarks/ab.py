@@ -42,8 +42,8 @@ def build(flags, steps):
   agent = dmain.make_agent(config, obs_space, act_space)
   # Synchronous updates: with prefetching, a call returns before its step
   # is done, and alternating two learners would blur which one is timed.
-  return Learner(agent, replay, config.batch_size, config.replay.cache_every,
-                 config.replay_context, prefetch=False)
+  return Learner(agent, replay, config.batch_size, config.replay_context,
+                 prefetch=False)
 
 
 def run(options, flags):

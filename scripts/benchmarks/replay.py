@@ -8,7 +8,7 @@
      - NumPy's Generator.choice(p=...) over the weight array (the update is
        an array write; choice normalises and scans all n weights per call).
 2. uncertainty_caching cost per refresh: the time of one buffer-wide
-   uncertainty recompute (embodied/run/priorities.py) with the agent built
+   uncertainty recompute (dreamerv3/priority.py) with the agent built
    from the config on a replay holding --bench.cache_items items
    (compilation is timed apart).
 
@@ -95,7 +95,9 @@ def refresh(config, items):
   from dreamerv3 import main as dmain
   from embodied.core import Prioritized, Replay
   from embodied.run.common import Learner
-  config = config.update({'replay.priosignal': 'uncertainty'})
+  config = config.update({'replay.priosignal': 'uncertainty',
+                          'replay.fracs': {'uniform': 0.0, 'priority': 1.0},
+                          'replay.cache_every': 1})
   common.setup_jax(config)
   obs_space, act_space = common.spaces(config)
   agent = dmain.make_agent(config, obs_space, act_space)
@@ -110,13 +112,14 @@ def refresh(config, items):
   pool = step_pool({**obs_space, **act_space})
   for t in range(steps):
     replay.add(pool[t % len(pool)])
-  learner = Learner(agent, replay, config.batch_size, cache_every=1,
+  learner = Learner(agent, replay, config.batch_size,
                     context=config.replay_context)
   ids = replay.item_ids()
   start = time.perf_counter()
   agent.uncertainty(learner._complete(replay.gather(ids[:config.batch_size])))
   compile_s = time.perf_counter() - start
-  learner.refresh.refresh()
+  for work in learner.work:  # The priority extension's refresh.
+    work.updated(1)
   stats = learner.stats()
   seconds = stats['replay/cache_seconds']
   results = {

@@ -19,7 +19,6 @@ replay): updates/s are of that program, so per seed as well; replayed
 steps/s count all seeds; CPU seconds are per seed-update.
 """
 
-import functools
 import time
 
 from scripts.benchmarks import common
@@ -51,7 +50,8 @@ def run(options, flags):
   config = common.parse_config(flags)
   platform, dtype = common.setup_jax(config)
   obs_space, act_space = common.spaces(config)
-  seeds = len(dmain.member_seeds(config))
+  configs = dmain.Seeds(config).members(config)
+  seeds = len(configs)
   results = {'task': config.task, 'platform': platform, 'dtype': dtype,
              'batch': f'{config.batch_size}x{config.batch_length}',
              'seeds': seeds}
@@ -62,15 +62,14 @@ def run(options, flags):
   results['params'] = sum(agent.param_counts().values())
   # Each seed's envs and replay, as in a run (no logdir).
   members = Members(
-      agent, lambda name, member: dmain.make_replay(
-          config, name, directory=False, member=member),
+      agent, dmain.by_member(dmain.make_replay, configs, directory=False),
       lambda member: Quiet(),
       config.run.envs)
   envs = config.run.envs * seeds
 
   # Raw env throughput through the driver with a random policy.
   driver = embodied.Driver(
-      members.env_fns(functools.partial(dmain.make_env, config)),
+      members.env_fns(dmain.by_member(dmain.make_env, configs)),
       parallel=config.run.parallel_envs)
   driver.on_step(members.route(members.on_step))
   policy = common.random_policy(act_space)

@@ -64,9 +64,9 @@ import elements
 from embodied.core import Checkpoint, Preempted, Preemption
 from embodied.core.ratelimit import SamplesPerInsert
 
-from . import common
+from .. import common
+from ..train import peak_memory, resume
 from . import remote
-from .train import peak_memory, resume
 
 
 ROLES = ('learner', 'replay', 'actor', 'envs')
@@ -130,8 +130,8 @@ def _learn(job, make_agent, make_logger, args, logdir, batch_steps,
       job.replay_addr, args.batch_size, args.batch_length, check,
       args.steps)
   learner = common.Learner(
-      agent, replay, args.batch_size, args.get('cache_every', 0),
-      args.replay_context, args.get('prefetch', True))
+      agent, replay, args.batch_size, args.replay_context,
+      args.get('prefetch', True))
 
   # Two: a damaged newest one falls back to the one before.
   checkpoint = Checkpoint(logdir / 'ckpt', keep=2)

@@ -1,6 +1,6 @@
 """The processes of the `parallel` run script and their RPC clients, on
 portal: a replay server, an actor serving batched policy inference, and env
-workers. parallel.py starts and supervises them and runs the learner.
+workers. The package (__init__.py) starts and supervises them and runs the learner.
 
 Every server method returns within about WAIT seconds, also when it has to
 hold its caller back (it then answers 'wait' and the caller asks again), so
