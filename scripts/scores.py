@@ -23,7 +23,21 @@ Definitions (also printed with the table):
   count env steps the same way (Atari: frames).
 - Final score of a run: the mean of its last N values of the metric
   (`--last N`, default 10; `--metric`, default episode/score). A task's row
-  shows the mean and standard deviation over runs (seeds).
+  shows the mean and standard deviation over runs (seeds). Two suites follow
+  the protocol of their published curves instead:
+- DeepMind Control (dmc_* tasks): a run's points are the mean episode score
+  per 10k env-step bin, as the published dmc_*-dreamerv3 curves: the bin
+  with right edge x holds the episodes that end in (x - 10k, x], and only
+  bins the run has passed count (x <= env steps reached); a bin without an
+  episode end has no point. Curves and final scores (mean of the last N
+  bins) use these points for ours and the published runs alike.
+- Atari100k (atari100k_* tasks and the atari100k files' runs): the final
+  score is the mean of the episodes that end in (390k, 400k] frames, the
+  last 10k of the 400k budget (danijar/dreamerv3 issue #177), for ours and
+  each published run alike; a run that stopped earlier is scored on the
+  last 10k frames it reached, (steps - 10k, steps], and the published runs
+  are cut at the same point. A run without an episode end in its window
+  scores its last episode before the window's end.
 - Human-normalised score (atari_* and atari100k_* tasks):
   (score - random) / (human - random), with the random and human reference
   scores of the 57-game table used by the DQN, Rainbow, Agent57 and DreamerV3
@@ -127,6 +141,10 @@ ATARI_SCORES = {
     'zaxxon': (32.5, 9173.3),
 }
 ATARI_SUITES = ('atari', 'atari100k')
+# Env steps per bin of the published DMC curves (their xs are bin edges).
+DMC_BIN = 10000
+# Atari100k: the score window's end and width in frames (the budget).
+ATARI100K_END, ATARI100K_WINDOW = 400000, 10000
 
 
 class ScoresError(Exception):
@@ -139,8 +157,8 @@ class Run:
   task: str
   method: str
   seed: object
-  xs: np.ndarray        # env steps at which each episode ended
-  ys: np.ndarray        # episode scores
+  xs: np.ndarray        # env steps at which each episode ended (DMC: bins)
+  ys: np.ndarray        # episode scores (DMC: mean score per bin)
   steps: float          # env steps reached
   source: str           # logdir or baseline file
   published: bool = False
@@ -289,10 +307,61 @@ def load_run(logdir, metric='episode/score', method=None, repeat=None,
           file=sys.stderr)
     return None
   xs, ys = np.array(points, np.float64).T
-  steps = max(e['step'] for e in lines) * repeat
+  steps = max([e['step'] for e in lines] + [last_step(logdir)]) * repeat
+  if until is not None:
+    steps = min(steps, until)
+  xs = xs * repeat
+  if is_dmc(task):
+    xs, ys = bin_scores(xs, ys, DMC_BIN, steps)
+    keep = ~np.isnan(ys)
+    xs, ys = xs[keep], ys[keep]
   return Run(task=task, method=method or method_label(logdir),
-             seed=config.get('seed'), xs=xs * repeat, ys=ys, steps=steps,
+             seed=config.get('seed'), xs=xs, ys=ys, steps=steps,
              source=str(logdir))
+
+
+def last_step(logdir):
+  """The step of the last complete line of LOGDIR/metrics.jsonl (0 when
+  absent): how far a run got, which its episodes' ends may not show."""
+  path = pathlib.Path(logdir) / 'metrics.jsonl'
+  if not path.is_file():
+    return 0
+  with path.open('rb') as f:
+    f.seek(0, 2)
+    f.seek(max(0, f.tell() - 65536))
+    lines = f.read().split(b'\n')[:-1]  # The last may be unterminated.
+  for line in reversed(lines):
+    try:
+      step = json.loads(line).get('step')
+    except (ValueError, AttributeError):
+      continue
+    if _is_number(step):
+      return step
+  return 0
+
+
+def is_dmc(task):
+  return task.startswith('dmc_')
+
+
+def bin_scores(xs, ys, width=DMC_BIN, reached=None):
+  """Mean score per bin of `width` env steps, as the published DMC curves:
+  (edges, means) with edges width, 2 width, ... up to `reached` (default:
+  the last episode's end), and the mean of the episodes that end in
+  (edge - width, edge]; NaN for a bin without an episode end."""
+  xs = np.asarray(xs, np.float64)
+  ys = np.asarray(ys, np.float64)
+  if reached is None:
+    reached = xs.max() if len(xs) else 0
+  count = int(reached // width)
+  edges = width * np.arange(1, count + 1, dtype=np.float64)
+  index = np.ceil(xs / width).astype(np.int64) - 1  # (k w, (k + 1) w] -> k.
+  inside = (index >= 0) & (index < count)
+  sums = np.bincount(index[inside], ys[inside], minlength=count)
+  counts = np.bincount(index[inside], minlength=count)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+  return edges, means
 
 
 # Published baselines.
@@ -358,9 +427,10 @@ def match_baselines(ours, published):
       keep = run.xs <= limit
       if not keep.any():
         continue
+      # Cut where ours stopped: a longer published run went past it.
       matched.append(dataclasses.replace(
           run, task=task, xs=run.xs[keep], ys=run.ys[keep],
-          steps=float(run.xs[keep].max())))
+          steps=float(min(limit, run.steps))))
   return matched
 
 
@@ -386,6 +456,36 @@ def final_score(ys, last=10):
   if not len(ys):
     return float('nan')
   return float(ys[-last:].mean())
+
+
+def is_atari100k(run):
+  """Ours on atari100k_* tasks, or a run of a published atari100k file."""
+  return run.task.startswith('atari100k_') or (
+      run.published and pathlib.Path(run.source).name.startswith('atari100k'))
+
+
+def atari100k_window(steps):
+  """(lo, hi]: the frames whose episode ends make the Atari100k score."""
+  hi = ATARI100K_END if steps > ATARI100K_END - ATARI100K_WINDOW else steps
+  return hi - ATARI100K_WINDOW, hi
+
+
+def window_score(xs, ys, lo, hi):
+  """Mean score of the episodes that end in (lo, hi]; without one, the
+  last episode that ended before hi."""
+  xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+  inside = (xs > lo) & (xs <= hi)
+  if inside.any():
+    return float(ys[inside].mean())
+  before = np.flatnonzero(xs <= hi)
+  return float(ys[before[-1]]) if len(before) else float('nan')
+
+
+def run_score(run, last=10):
+  """A run's final score under its suite's protocol (module docstring)."""
+  if is_atari100k(run):
+    return window_score(run.xs, run.ys, *atari100k_window(run.steps))
+  return final_score(run.ys, last)
 
 
 def human_normalized(task, score):
@@ -428,7 +528,7 @@ def summarize(runs, last=10):
   rows, normed = [], collections.defaultdict(lambda: collections.defaultdict(list))
   order = lambda item: (item[0][0], item[1][0].published, item[0][1])
   for (task, method), group in sorted(groups.items(), key=order):
-    finals = [final_score(r.ys, last) for r in group]
+    finals = [run_score(r, last) for r in group]
     hns = [human_normalized(task, f) for f in finals]
     row = {
         'task': task, 'method': method, 'runs': len(group),
@@ -456,7 +556,10 @@ def summarize(runs, last=10):
 def definitions(args):
   return [
       f'Final score: mean of the last {args.last} {args.metric} values of each '
-      'run; mean ± std over runs.',
+      'run; mean ± std over runs. DMC: points are mean scores per 10k '
+      'env-step bin (episodes ending in (x - 10k, x]), the final the mean of '
+      f'the last {args.last} bins. Atari100k: mean of the episodes ending in '
+      '(390k, 400k] frames (or the last 10k frames reached).',
       'Env steps: logged step x action repeat ' + (
           f'{args.repeat:g} (--repeat).' if args.repeat else
           '(config env.<suite>.repeat, else 1).'),

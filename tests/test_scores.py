@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / 'scripts' / 'scores.py'
@@ -84,20 +85,143 @@ def test_smooth_trailing_average():
   assert scores.smooth([2, 4, 6], 1).tolist() == [2, 4, 6]
 
 
+# Published protocols against slow references.
+
+def slow_bins(xs, ys, width, reached):
+  """Per bin edge k * width up to reached: the mean of the scores whose x
+  is in (edge - width, edge], None when there is none."""
+  out = []
+  edge = width
+  while edge <= reached:
+    inside = [y for x, y in zip(xs, ys) if edge - width < x <= edge]
+    out.append((edge, sum(inside) / len(inside) if inside else None))
+    edge += width
+  return out
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_bin_scores_against_loops(seed):
+  rng = np.random.default_rng(seed)
+  xs = np.sort(rng.choice(np.arange(1, 500), 40, replace=False)).astype(float)
+  xs[:3] = [100, 200, 300]  # Ends on a bin edge belong to that bin.
+  xs.sort()
+  ys = rng.normal(0, 10, len(xs))
+  reached = xs.max() + rng.integers(0, 150)
+  edges, means = scores.bin_scores(xs, ys, 100, reached)
+  expected = slow_bins(xs, ys, 100, reached)
+  assert edges.tolist() == [e for e, _ in expected]
+  for mean, (_, value) in zip(means, expected):
+    assert (np.isnan(mean) and value is None) or mean == pytest.approx(value)
+
+
+def test_bin_scores_default_reach_and_empty():
+  edges, means = scores.bin_scores([50, 150, 250], [1, 2, 3], 100)
+  assert edges.tolist() == [100, 200]  # The bin of 250 is not complete.
+  assert means.tolist() == [1, 2]
+  edges, means = scores.bin_scores([], [], 100, 250)
+  assert edges.tolist() == [100, 200] and np.isnan(means).all()
+
+
+def test_dmc_runs_are_binned_as_the_published_curves(tmp_path, capsys):
+  # Env steps = step x repeat 2; bins of 10k env steps.
+  steps = [2000, 4000, 5000, 6000, 9000, 12500, 14000, 15000]
+  ys = [10, 20, 30, 40, 50, 60, 70, 80]
+  logdir = make_logdir(tmp_path / 'walker' / 'seed0', 'dmc_walker_walk', 0,
+                       ys, steps=steps,
+                       config_extra='env: {dmc: {repeat: 2}}\n')
+  run = scores.load_run(logdir)
+  xs = [s * 2 for s in steps]
+  expected = [(e, v) for e, v in slow_bins(xs, ys, 10000, max(xs))
+              if v is not None]
+  assert run.xs.tolist() == [e for e, _ in expected]
+  assert run.ys.tolist() == pytest.approx([v for _, v in expected])
+  assert run.steps == 30000
+  # A run that logged metrics later than its last episode reached further.
+  (logdir / 'metrics.jsonl').write_text(
+      '{"step": 15000, "fps/env": 1.0}\n{"step": 16000, "fps/env": 2.0}\n'
+      '{"step": 17000, "fps/')
+  run = scores.load_run(logdir)
+  assert run.steps == 32000 and run.xs.tolist()[-1] == 30000
+  # Published DMC points are bins already; the final is over the last bins.
+  path = tmp_path / 'dmc_proprio-tiny.json.gz'
+  with gzip.open(path, 'wt') as f:
+    json.dump([{'task': 'dmc_walker_walk', 'method': 'dreamerv3', 'seed': 0,
+                'xs': [10000, 20000, 30000, 40000],
+                'ys': [1.0, 2.0, 3.0, 4.0]}], f)
+  code, out, _ = run_main([logdir, '--baseline', path, '--last', '2',
+                           '--json'], capsys)
+  rows = {r['published']: r for r in json.loads(out)['rows']}
+  ours = [v for _, v in expected]
+  assert rows[False]['final'] == pytest.approx(sum(ours[-2:]) / 2)
+  assert rows[True]['final'] == pytest.approx(2.5)  # Cut at 32k: 2 and 3.
+
+
+def slow_window(xs, ys, lo, hi):
+  inside = [y for x, y in zip(xs, ys) if lo < x <= hi]
+  if inside:
+    return sum(inside) / len(inside)
+  before = [y for x, y in zip(xs, ys) if x <= hi]
+  return before[-1]
+
+
+def test_atari100k_score_is_the_last_10k_frames(tmp_path, capsys):
+  rng = np.random.default_rng(0)
+  # Frames = step x repeat 4: episodes ending up to 400k frames.
+  steps = np.sort(rng.choice(np.arange(1, 100001), 60, replace=False))
+  ys = rng.normal(0, 5, len(steps)).round(2).tolist()
+  steps[-1] = 100000
+  logdir = make_logdir(tmp_path / 'pong' / 'seed0', 'atari100k_pong', 0, ys,
+                       steps=steps.tolist(),
+                       config_extra='env: {atari: {repeat: 4}}\n')
+  run = scores.load_run(logdir)
+  frames = (steps * 4).tolist()
+  assert scores.run_score(run) == pytest.approx(
+      slow_window(frames, ys, 390000, 400000))
+  # The published atari100k runs are scored over the same window.
+  path = tmp_path / 'atari100k-tiny.json.gz'
+  pub = [[1000, 355000, 389000, 391000, 395000, 399999], [1, 9, 2, 3, 5, 7]]
+  with gzip.open(path, 'wt') as f:
+    json.dump([{'task': 'atari_pong', 'method': 'dreamerv3', 'seed': 0,
+                'xs': pub[0], 'ys': pub[1]}], f)
+  [published] = scores.load_baseline(path)
+  assert scores.run_score(published) == pytest.approx(
+      slow_window(*pub, 390000, 400000))  # (3 + 5 + 7) / 3.
+  code, out, _ = run_main([logdir, '--baseline', path, '--json'], capsys)
+  rows = {r['published']: r for r in json.loads(out)['rows']}
+  assert rows[True]['final'] == pytest.approx(5.0)
+  assert rows[False]['final'] == pytest.approx(
+      slow_window(frames, ys, 390000, 400000))
+  # A shorter run: its last 10k frames; the published runs cut there.
+  short = make_logdir(tmp_path / 'short', 'atari100k_pong', 0, [4, 6, 8],
+                      steps=[86000, 88000, 90000],
+                      config_extra='env: {atari: {repeat: 4}}\n')
+  code, out, _ = run_main([short, '--baseline', path, '--json'], capsys)
+  rows = {r['published']: r for r in json.loads(out)['rows']}
+  assert rows[False]['final'] == pytest.approx(
+      slow_window([344000, 352000, 360000], [4, 6, 8], 350000, 360000))
+  # Published, cut at 360k: the episode in (350k, 360k] ends at 355k.
+  assert rows[True]['final'] == pytest.approx(9.0)
+  # No episode in the window: the last one before it.
+  assert scores.window_score([10, 20], [1.0, 2.0], 50, 60) == 2.0
+
+
 # Logdirs end to end.
 
 def test_table_from_seed_directories(tmp_path, capsys):
   root = tmp_path / 'exp'
-  # Final scores (last 2): seed0 mean(-6.1, 0) = -3.05 -> HNS 0.5;
-  # seed1 mean(10, 10) = 10 -> HNS 30.7 / 35.3.
+  # Atari100k final scores: the episodes of the last 10k frames reached
+  # (frames = step x 4). seed0 mean(-6.1, 0) = -3.05 -> HNS 0.5; seed1
+  # mean(10, 10) = 10 -> HNS 30.7 / 35.3.
   make_logdir(root / 'dreamer' / 'seed0', 'atari100k_pong', 0,
-              [-21, -6.1, 0], config_extra='env: {atari: {repeat: 4}}\n')
-  make_logdir(root / 'dreamer' / 'seed1', 'atari100k_pong', 1,
-              [-20, 10, 10], steps=[100, 200, 250],
+              [-21, -6.1, 0], steps=[100, 2600, 2700],
               config_extra='env: {atari: {repeat: 4}}\n')
-  # Breakout final mean(1.7, 30.5) = 16.1 -> HNS 0.5.
+  make_logdir(root / 'dreamer' / 'seed1', 'atari100k_pong', 1,
+              [-20, 10, 10], steps=[100, 2600, 2800],
+              config_extra='env: {atari: {repeat: 4}}\n')
+  # Breakout (no repeat configured: 1) final mean(1.7, 30.5) = 16.1 -> HNS
+  # 0.5.
   make_logdir(root / 'dreamer' / 'seed2', 'atari100k_breakout', 2,
-              [0, 1.7, 30.5])
+              [0, 1.7, 30.5], steps=[100, 10250, 10300])
   make_logdir(root / 'solo_run', 'minatar_breakout', 0, [1, 2, 3])
   code, out, _ = run_main([root, '--last', '2', '--json'], capsys)
   assert code == 0
@@ -113,9 +237,9 @@ def test_table_from_seed_directories(tmp_path, capsys):
   hns_pong = (0.5 + 30.7 / 35.3) / 2
   assert pong['human_normalized'] == pytest.approx(hns_pong)
   # Env steps: last logged step x action repeat 4.
-  assert (pong['steps_min'], pong['steps_max']) == (1000, 1200)
+  assert (pong['steps_min'], pong['steps_max']) == (10800, 11200)
   breakout = rows['atari100k_breakout', 'dreamer']
-  assert breakout['steps_max'] == 300  # No repeat configured: 1.
+  assert breakout['steps_max'] == 10300  # No repeat configured: 1.
   assert breakout['human_normalized'] == pytest.approx(0.5)
   assert rows['minatar_breakout', 'solo_run']['human_normalized'] is None
   [agg] = result['aggregates']
@@ -164,9 +288,10 @@ def test_baseline_file_matches_atari100k_and_is_cut(tmp_path, capsys):
   assert set(rows) == {'ours', 'tiny-dreamerv3 [published]'}
   published = rows['tiny-dreamerv3 [published]']
   assert published['task'] == 'atari100k_pong' and published['runs'] == 2
-  # Last two points up to 300: mean(-10, 0) = -5 and mean(-14, -2) = -8.
-  assert sorted(published['finals']) == pytest.approx([-8.0, -5.0])
-  assert rows['ours']['final'] == pytest.approx(-18.0)
+  # Atari100k scores the episodes of the last 10k frames reached, here all
+  # up to 300: mean(-20, -10, 0) and mean(-18, -14, -2).
+  assert sorted(published['finals']) == pytest.approx([-34 / 3, -10.0])
+  assert rows['ours']['final'] == pytest.approx(-19.0)
   # A run that ends before the first published point is told so; another
   # task is told that none matches.
   early = make_logdir(tmp_path / 'early', 'atari100k_pong', 0, [-21],
@@ -260,10 +385,10 @@ def test_logdir_without_episodes_is_skipped(tmp_path, capsys):
 
 def test_until_compares_runs_at_one_budget(tmp_path, capsys):
   # Env steps = logged step x repeat 4; --until 1000 keeps steps <= 250.
-  make_logdir(tmp_path / 'a' / 'seed0', 'atari100k_pong', 0,
+  make_logdir(tmp_path / 'a' / 'seed0', 'atari_pong', 0,
               [1, 2, 3, 40], steps=[100, 200, 250, 400],
               config_extra='env: {atari: {repeat: 4}}\n')
-  make_logdir(tmp_path / 'b' / 'seed0', 'atari100k_pong', 0, [5, 6],
+  make_logdir(tmp_path / 'b' / 'seed0', 'atari_pong', 0, [5, 6],
               steps=[300, 500], config_extra='env: {atari: {repeat: 4}}\n')
   code, out, err = run_main(
       [tmp_path, '--last', '2', '--until', '1000', '--json'], capsys)
