@@ -18,6 +18,7 @@ from dreamerv3 import main as dmain
 from dreamerv3 import priority
 from dreamerv3.agent import Dreamer
 from embodied import jax as ejax
+from tests.helpers import train_shapes, zeros_batch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARGS = ['--configs', 'debug', '--task', 'dummy_vector']
@@ -431,11 +432,7 @@ def other_model_state(built, argv):
   _, aconfig = agent_config(argv)
   obs_space, act_space = agent.obs_space, agent.act_space
   model = Dreamer(obs_space, act_space, aconfig, name='agent')
-  spaces = {**obs_space, **act_space, **model.ext_space()}
-  data = {k: np.zeros((1, 3, *s.shape), s.dtype) for k, s in spaces.items()}
-  data['stepid'] = np.zeros((1, 3), np.int64)
-  shapes = jax.eval_shape(lambda d: nj.pure(model.train)(
-      {}, d, create=True, ignore=True, seed=np.uint32([0, 0]))[0], data)
+  shapes = train_shapes(model, zeros_batch(model, batch=1, length=3))
   return {k: np.zeros(s.shape, s.dtype) for k, s in shapes.items()}
 
 

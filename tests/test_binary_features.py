@@ -10,7 +10,7 @@ import numpy as np
 from dreamerv3 import main
 from dreamerv3.agent import Dreamer
 from embodied.jax import outs
-from tests.helpers import fill_params
+from tests.helpers import fill_params, model_spaces, zeros_batch
 
 
 def test_bernoulli_loss_is_binary_cross_entropy():
@@ -36,20 +36,14 @@ def test_bernoulli_loss_is_binary_cross_entropy():
 
 def _loss_fn(argv):
   config = main.parse(['--configs', 'debug', '--task', 'dummy_image'] + argv)
-  env = main.make_env(config, 0)
-  obs_space = env.obs_space
-  act_space = {k: v for k, v in env.act_space.items() if k != 'reset'}
-  env.close()
+  obs_space, act_space = model_spaces(config)
   model = Dreamer(obs_space, act_space, main.agent_config(config),
                   name='agent')
   rng = np.random.default_rng(1)
-  B, T = 2, config.batch_length + config.replay_context
-  spaces = {**obs_space, **act_space, **model.ext_space()}
-  data = {k: np.zeros((B, T, *s.shape), s.dtype) for k, s in spaces.items()}
+  data = zeros_batch(model)
   data['image'] = (rng.uniform(size=data['image'].shape) < 0.2).astype(
       np.uint8) * 255
   data['is_first'][:, 0] = True
-  data['stepid'] = np.zeros((B, T), np.int64)
   state = fill_params(model.loss, data)
   seed = np.uint32([3, 4])
   loss = jax.jit(lambda s, d: nj.pure(model.loss)(s, d, seed=seed)[1])

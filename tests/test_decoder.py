@@ -1,14 +1,13 @@
 """The image decoder and the network sizes against the reference DreamerV3."""
 
 import elements
-import jax
 import ninjax as nj
 import numpy as np
 
 from dreamerv3 import main as dmain
 from dreamerv3 import rssm
 from dreamerv3.agent import Dreamer
-from tests.helpers import fill_params
+from tests.helpers import fill_params, train_shapes, zeros_batch
 
 # Parameters per network of the reference DreamerV3 (commit e3f0224) at
 # `--configs atari100k size12m` on Pong (64x64 RGB, 6 actions).
@@ -33,14 +32,7 @@ def test_param_counts_equal_the_reference_at_atari100k_size12m():
   aconfig = dmain.agent_config(config)
   obs_space, act_space = image_spaces(config.env.size, 6)
   model = Dreamer(obs_space, act_space, aconfig, name='agent')
-  length = aconfig.batch_length + aconfig.replay_context
-  spaces = {**obs_space, **act_space, **model.ext_space()}
-  data = {k: np.zeros((1, length, *s.shape), s.dtype)
-          for k, s in spaces.items()}
-  data['stepid'] = np.zeros((1, length), np.int64)
-  # Traced, not compiled: only the shapes of the created parameters.
-  shapes = jax.eval_shape(lambda d: nj.pure(model.train)(
-      {}, d, create=True, ignore=True, seed=np.uint32([0, 0]))[0], data)
+  shapes = train_shapes(model, zeros_batch(model, batch=1))
   counts = {}
   for key, shape in shapes.items():
     net = key.split('/')[1]

@@ -20,26 +20,16 @@ from dreamerv3 import extensions, intrinsic
 from dreamerv3 import main as dmain
 from dreamerv3.agent import Dreamer
 from embodied import jax as ejax
-from tests.helpers import fill_params
+from tests.helpers import fill_params, model_spaces, zeros_batch
 
 SEED = np.uint32([0, 0])
 
 
-def spaces(config):
-  env = dmain.make_env(config, 0)
-  obs_space = {k: v for k, v in env.obs_space.items()
-               if not k.startswith('log/')}
-  act_space = {k: v for k, v in env.act_space.items() if k != 'reset'}
-  env.close()
-  return obs_space, act_space
+spaces = model_spaces
 
 
 def dummy_data(model, length=4, batch=2):
-  spaces_ = {**model.obs_space, **model.act_space, **model.ext_space()}
-  data = {k: np.zeros((batch, length, *s.shape), s.dtype)
-          for k, s in spaces_.items()}
-  data['stepid'] = np.zeros((batch, length), np.int64)
-  return data
+  return zeros_batch(model, batch, length)
 
 
 # Members.

@@ -4,12 +4,11 @@ refused with a message naming the key, or builds what consumes it."""
 import math
 
 import jax
-import ninjax as nj
-import numpy as np
 import pytest
 
 from dreamerv3 import main, validate
 from dreamerv3.agent import Dreamer
+from tests.helpers import model_spaces, train_shapes, zeros_batch
 
 ARGS = ['--configs', 'debug', '--task', 'dummy_image']
 VALUES = ('0', '-1', 'nan', 'inf')
@@ -40,19 +39,10 @@ def validated(argv):
 def trace_agent(config):
   """Builds the agent's modules and traces one train step abstractly
   (shapes only, nothing compiled or run)."""
-  env = main.make_env(config, 0)
-  obs_space, act_space = env.obs_space, env.act_space
-  env.close()
-  act_space = {k: v for k, v in act_space.items() if k != 'reset'}
-  aconfig = main.agent_config(config)
-  model = Dreamer(obs_space, act_space, aconfig, name='agent')
-  length = aconfig.batch_length + aconfig.replay_context
-  spaces = {**obs_space, **act_space, **model.ext_space()}
-  data = {k: np.zeros((2, length, *s.shape), s.dtype)
-          for k, s in spaces.items()}
-  data['stepid'] = np.zeros((2, length), np.int64)
-  jax.eval_shape(lambda d: nj.pure(model.train)(
-      {}, d, create=True, seed=np.uint32([0, 0])), data)
+  obs_space, act_space = model_spaces(config)
+  model = Dreamer(obs_space, act_space, main.agent_config(config),
+                  name='agent')
+  train_shapes(model, zeros_batch(model))
 
 
 def fuzz_numeric_keys(trace_every):

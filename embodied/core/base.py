@@ -90,3 +90,59 @@ class Wrapper(Env):
 
   def close(self):
     return self.env.close()
+
+
+class Agent:
+  """What the run loops use of an agent, stated once (the jitted JAX agent,
+  embodied/jax/agent.py, implements it). With several seeds trained as one
+  program (`members`), batches, observations, actions, outputs and metrics
+  carry a leading member axis. Defaults are those of an agent without the
+  optional parts."""
+
+  members = None  # The members' seeds, or None for one agent.
+  host = None     # One agent's host state (extension schedules), or None.
+  hosts = ()      # With members: one host state per member.
+  ext_space = {}  # Per-step keys the train step writes back into replay.
+  mesh = None     # The train devices batches are split over, or None.
+
+  def init_policy(self, batch_size):
+    raise NotImplementedError
+
+  def policy(self, carry, obs, mode='train'):
+    """-> (carry, actions, outputs) as NumPy; mode train or eval."""
+    raise NotImplementedError
+
+  def train(self, data):
+    """One update on a replay batch -> (outs, metrics) as NumPy; outs may
+    hold 'replay' (values to write back) and the extensions' outputs."""
+    raise NotImplementedError
+
+  def put(self, data):
+    """Starts moving a batch to where train() runs; returns it."""
+    return data
+
+  def train_async(self, data):
+    """train() that may return before the update is done (fetch() waits)."""
+    return self.train(data)
+
+  def fetch(self, tree):
+    return tree
+
+  def report(self, data):
+    """Metrics (and videos) of a batch that is not trained on."""
+    return {}
+
+  def host_work(self, replay, prepare):
+    """Host-side work in the train loop: objects with outputs(outs),
+    updated(updates) and stats()."""
+    return []
+
+  def agree(self, *flags):
+    """Loop decisions every process of a job must share (stop, save)."""
+    return flags
+
+  def save(self):
+    raise NotImplementedError
+
+  def load(self, data):
+    raise NotImplementedError

@@ -26,7 +26,7 @@ import jax
 import ninjax as nj
 import numpy as np
 
-from embodied.core import seeds
+from embodied.core import base, seeds
 from . import hosts, nets
 
 
@@ -135,7 +135,7 @@ def _to_host(tree):
   return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
-class Agent:
+class Agent(base.Agent):
 
   def __init__(self, model_fn, obs_space, act_space, config, seed=0,
                members=None):

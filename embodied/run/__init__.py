@@ -1,7 +1,8 @@
 """Run loops selected by --script.
 
 Each script is a module of this package that defines a function of its own
-name, (make_agent, make_replay, make_env, make_logger, args) -> None, and
+name, (make_agent, make_replay, make_env, make_logger, args) -> None (the
+agent is an embodied.core.base.Agent: the interface the loops use), and
 the config checks of the run.* keys it reads (RANGES, check(config), ...;
 see dreamerv3/validate.py) and, if one command may run only part of a job,
 lock_parts(args). Adding a script: its module, its name in

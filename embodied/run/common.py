@@ -125,14 +125,13 @@ class Learner:
     self.agent = agent
     self.replay = replay
     self.batch_size = batch_size
-    self.ext_space = getattr(agent, 'ext_space', {})
+    self.ext_space = agent.ext_space
     self.context = context
-    self.prefetch = prefetch and hasattr(agent, 'train_async')
+    self.prefetch = prefetch
     self.updates = 0
     # The extensions' host sides: what to do with each step's outputs
     # (e.g. priorities) and periodic work (e.g. refreshes).
-    self.work = agent.host_work(replay, self._complete) \
-        if hasattr(agent, 'host_work') else []
+    self.work = agent.host_work(replay, self._complete)
     self._next = None      # The next batch, on its way to the devices.
     self._pending = None   # (outs, metrics) of the last step, on device.
     self._time = {'host': 0.0, 'device': 0.0, 'dispatch': 0.0}
@@ -149,7 +148,7 @@ class Learner:
     their context and first `length` steps (at most the whole sequence).
     The size is rounded up to a multiple of the agent's train devices,
     which each take an equal share."""
-    mesh = getattr(self.agent, 'mesh', None)
+    mesh = self.agent.mesh
     devices = mesh.devices.size if mesh is not None else 1
     data = self.batch(commit=False, size=-(-size // devices) * devices)
     steps = min(self.context + length, data['stepid'].shape[1])

@@ -26,7 +26,7 @@ class Members:
   def __init__(self, agent, make_replay, make_logger, envs, video_every=0):
     """make_replay None: no replays (evaluation only)."""
     self.agent = agent
-    self.count = len(agent.members) if getattr(agent, 'members', None) else 1
+    self.count = len(agent.members) if agent.members else 1
     self.envs = envs  # Per member.
     self.replays = [make_replay('replay', member=k)
                     for k in range(self.count)] if make_replay else []
@@ -36,8 +36,7 @@ class Members:
     if self.count > 1:
       self.hosts = list(agent.hosts)
     else:
-      host = getattr(agent, 'host', None)
-      self.hosts = [host] if host else []
+      self.hosts = [agent.host] if agent.host else []
     self.videos = [common.PolicyVideo(video_every)
                    for _ in range(self.count)]
     self.replay = None

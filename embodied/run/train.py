@@ -79,7 +79,7 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   aggs = [elements.Agg() for _ in range(members.count)]
   start = time.time()
   policy = members.policy('train')
-  agree = getattr(agent, 'agree', lambda *flags: flags)
+  agree = agent.agree
   stopped_by = None
   driver.reset(members.init_policy)
   print(f'Start training at step {int(step):,} (until {int(args.steps):,}).')

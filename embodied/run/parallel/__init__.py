@@ -106,7 +106,7 @@ def _learn(job, make_agent, make_logger, args, logdir, batch_steps,
   logger = make_logger()
   step = logger.step
   episodes = common.Episodes(logger)
-  host = getattr(agent, 'host', None)
+  host = agent.host
   actor = None
   actor_back = threading.Event()  # Connected to a (restarted) actor.
 
