@@ -748,6 +748,52 @@ def test_lambda_changes_without_recompiling(agent):
   host.steps = 0
 
 
+def test_ensemble_loss_is_each_members_error_on_the_next_state():
+  """joint_mlp's loss per trained step t: the members' mean squared error
+  in predicting the next posterior deter from (deter_t, stoch_t, the action
+  step t + 1 consumes), zero where step t + 1 starts an episode (reference
+  in NumPy from the same predictions; a target off by one step fails)."""
+  config = dmain.parse([
+      '--configs', 'debug', '--task', 'dummy_disc', '--agent.use_intrinsic',
+      'True'])
+  obs_space, act_space = spaces(config)
+  model = Dreamer(obs_space, act_space, dmain.agent_config(config),
+                  name='agent')
+  ext = next(e for e in model.exts if e.name == 'intrinsic')
+  rng = np.random.default_rng(2)
+  data = dummy_data(model, length=7, batch=2)
+  data['vector'] = rng.normal(size=data['vector'].shape).astype(np.float32)
+  data['action'] = rng.integers(0, 6, data['action'].shape).astype(np.int32)
+  data['is_first'][:, 0] = True
+  data['is_first'][0, 4] = True
+  state = fill_params(model.loss, data)
+
+  def parts(d):
+    obs, entries = model._observe(d)
+    prevact = model._prevact(d)
+    losses, _ = ext.losses(obs, entries, None, prevact, {})
+    B, T = entries['deter'].shape[:2]
+    flat = lambda x: x.reshape((B * (T - 1), *x.shape[2:]))
+    pred = ext.predict(flat(entries['deter'][:, :-1]),
+                       flat(entries['stoch'][:, :-1]), flat(prevact[:, 1:]))
+    return losses['ensemble'], entries['deter'], pred, obs['is_first']
+
+  _, (loss, deter, pred, first) = nj.pure(parts)(state, data, seed=SEED)
+  deter, pred = np.asarray(deter, np.float64), np.asarray(pred, np.float64)
+  B, T = deter.shape[:2]
+  pred = pred.reshape((pred.shape[0], B, T - 1, -1))
+  want = np.zeros((B, T - 1))
+  for b in range(B):
+    for t in range(T - 1):
+      if not first[b, t + 1]:
+        want[b, t] = ((pred[:, b, t] - deter[b, t + 1]) ** 2).mean()
+  np.testing.assert_allclose(np.asarray(loss), want, rtol=1e-4, atol=1e-7)
+  assert (want > 0).sum() == B * (T - 1) - 1  # Only the episode start is 0.
+  # The same step's state as target gives another loss.
+  stale = ((pred - deter[None, :, :-1]) ** 2).mean((0, 3))
+  assert not np.allclose(np.asarray(loss), stale * (want > 0), rtol=1e-2)
+
+
 def test_ensemble_loss_decreases_on_fixed_batch(agent):
   data = image_batch(agent, 7)
   losses = [float(agent.train(data)[1]['loss/ensemble']) for _ in range(6)]
