@@ -8,11 +8,20 @@
 #   --build-arg UID=$(id -u) --build-arg GID=$(id -g)
 #                          lets the container user own what it writes to a
 #                          bind-mounted logdir
+#   --build-arg BASE=...   another base with `python` (>= 3.11) and `pip` on
+#                          PATH, e.g. dreamer-base:bookworm made by
+#                          scripts/docker_base.sh (no Docker Hub needed)
+#   --build-arg PIP_INDEX_URL=...  a package index mirror, or
+#   --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=http://HOST:PORT/
+#                          a wheelhouse served over HTTP (with --network host
+#                          for a server on the host's 127.0.0.1). For this build
+#                          only, but `docker history` shows them: no passwords.
 # The agent runs as the non-root user `dreamer`; runs write to the volume
 # /logdir and JAX's compilation cache to /home/dreamer/.cache. `docker stop`
 # sends SIGTERM: main.py saves a checkpoint and exits with status 3, and the
 # same command resumes from the logdir (give it time: docker stop -t 60).
-FROM python:3.12-slim
+ARG BASE=python:3.12-slim
+FROM ${BASE}
 ARG JAX_EXTRA=""
 ARG ENVS=""
 ARG UID=1000
@@ -26,6 +35,11 @@ RUN (getent group "$GID" >/dev/null || groupadd --gid "$GID" dreamer) && \
     chown "$UID:$GID" /logdir /home/dreamer/.cache
 WORKDIR /dreamer
 COPY requirements.txt requirements-envs.txt ./
+# Unset unless given; pip reads them from the environment. Declared here, as
+# a changed value reruns only the steps after it.
+ARG PIP_INDEX_URL
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 # jax[cuda12] at the version requirements.txt pins.
 RUN if [ -n "$ENVS" ]; then \
       apt-get update && apt-get install -y --no-install-recommends libegl1 && \

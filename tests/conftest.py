@@ -1,6 +1,7 @@
 """Shared pytest setup: tests marked slow run only with --slow, tests marked
-slurm (they start SLURM daemons on localhost) only with --slurm; the short
-run that the tool and benchmark tests share."""
+slurm (they start SLURM daemons on localhost) only with --slurm, tests
+marked docker (they build the image and run it) only with --docker; the
+short run that the tool and benchmark tests share."""
 
 import json
 import pathlib
@@ -19,6 +20,9 @@ OPTIONS = {
     'slurm': 'needs root and slurm-wlm + munge installed; starts a local '
              'SLURM (scripts/slurm_local.sh); skipped unless pytest runs '
              'with --slurm',
+    'docker': 'needs root, a Docker daemon and debootstrap; builds the image '
+              'on a local Debian base and runs it; skipped unless pytest '
+              'runs with --docker',
 }
 
 
@@ -29,6 +33,9 @@ def pytest_addoption(parser):
   parser.addoption(
       '--slurm', action='store_true', default=False,
       help='also run tests marked slurm (a real SLURM on localhost)')
+  parser.addoption(
+      '--docker', action='store_true', default=False,
+      help='also run tests marked docker (a real image build and run)')
 
 
 def pytest_configure(config):
