@@ -254,12 +254,16 @@ def reference_kl(agent, data, seed):
 def test_uncertainty_signal_is_unclipped_kl(built):
   agent = built[0]
   # agent.uncertainty() on a batch with episodes: same seed, same samples.
+  # uncertainty() draws from a stream of its own: restart it at a known
+  # state and give the reference the seed it will draw.
   data = random_batch(agent, 41)
-  agent.rng = np.random.default_rng(5)
-  direct = reference_kl(agent, data, agent._next_seed())
-  agent.rng = np.random.default_rng(5)
-  np.testing.assert_allclose(agent.uncertainty(data), direct, rtol=1e-4,
-                             atol=1e-5)
+  seed = np.asarray(
+      np.random.default_rng(5).integers(0, 2 ** 31, 2), np.uint32)
+  direct = reference_kl(agent, data, seed)
+  agent._rngs['uncertainty'] = [np.random.default_rng(5)]
+  out = agent.uncertainty(data)
+  np.testing.assert_allclose(out['dyn_kl'], direct, rtol=1e-4, atol=1e-5)
+  assert out['rep_kl'].shape == direct.shape
   # The train step draws other posterior samples; where every step starts
   # an episode, the per-step KL does not depend on them.
   data = random_batch(agent, 40)
@@ -300,7 +304,8 @@ def test_imag_last_starts_from_the_last_posterior_states(built):
     config, exts = model.config, model.exts
     try:
       model.config = config.update(imag_last=L)
-      model.exts = [priority.PrioritySignal('value')]
+      model.exts = [priority.PrioritySignal(
+          'value', 0, model.config.batch_size, model.config.replay_context)]
       for name in names:
         setattr(model, name, spy(name, getattr(model, name)))
       _, (_, (outs_, _)) = nj.pure(model.loss)(state, data, seed=seed)

@@ -471,6 +471,15 @@ class Agent(base.Agent):
     return {k: {n: np.asarray(v, np.float32) for n, v in d.items()}
             for k, d in self.host.inputs().items()}
 
+  @property
+  def rng(self):
+    """The main random stream of a one-seed agent (tests restart it)."""
+    return self._rngs['main'][0]
+
+  @rng.setter
+  def rng(self, value):
+    self._rngs['main'] = [value]
+
   def _next_seed(self, stream='main'):
     if stream not in self._rngs:
       self._rngs[stream] = [
