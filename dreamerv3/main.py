@@ -216,18 +216,31 @@ def main(argv=None):
                           distributed=dist),
         by_member(make_replay, configs, process=process),
         by_member(make_env, configs, process=process),
-        lambda member=0: make_logger(configs[member], labels[member]),
+        _member_logger(configs, labels),
         args)
   finally:
     lock.release()
 
 
-def by_member(make, configs, **kwargs):
+class by_member:
   """make(config, ...) as the run scripts call it, make(..., member=k),
-  with member k's config (each built once, by Seeds.members)."""
-  def call(*args, member=0, **more):
-    return make(configs[member], *args, **kwargs, **more)
-  return call
+  with member k's config (each built once, by Seeds.members). A class, not
+  a closure: the parallel script pickles it into its processes."""
+
+  def __init__(self, make, configs, **kwargs):
+    self.make, self.configs, self.kwargs = make, configs, kwargs
+
+  def __call__(self, *args, member=0, **more):
+    return self.make(self.configs[member], *args, **self.kwargs, **more)
+
+
+class _member_logger:
+
+  def __init__(self, configs, labels):
+    self.configs, self.labels = configs, labels
+
+  def __call__(self, member=0):
+    return make_logger(self.configs[member], self.labels[member])
 
 
 def cli():

@@ -597,7 +597,7 @@ def env_worker(index, env_ids, make_env, actor_addr, replay_addr, parallel,
   done."""
   import functools
   from embodied.core import Driver
-  from .common import PolicyVideo
+  from ..common import PolicyVideo
   child_setup()
   actor = client(actor_addr, f'Actor{index}')
   replay = client(replay_addr, f'Replay{index}')
