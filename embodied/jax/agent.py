@@ -480,6 +480,15 @@ class Agent(base.Agent):
   def rng(self, value):
     self._rngs['main'] = [value]
 
+  @property
+  def rngs(self):
+    """The members' main random streams (tests restart them)."""
+    return self._rngs['main']
+
+  @rngs.setter
+  def rngs(self, value):
+    self._rngs['main'] = list(value)
+
   def _next_seed(self, stream='main'):
     if stream not in self._rngs:
       self._rngs[stream] = [
