@@ -1,7 +1,6 @@
 """The train loop: step the envs, fill replay, train at the requested ratio,
 log, checkpoint. Resumes from the logdir's latest checkpoint."""
 
-import functools
 import os
 import time
 
