@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from embodied.core import replay as replay_module
+from embodied.core import replay_files as replay_module
 from embodied.core.checkpoint import CheckpointError
 from embodied.core.replay import Replay
 from embodied.core.samplers import Uniform

@@ -1,13 +1,16 @@
 """Chunked sequence replay buffer.
 
-Each worker stream writes consecutive steps into its own chunk slot of
-preallocated per-key arrays [num_slots, chunksize, ...]. A new chunk starts
-with a copy of the last length - 1 steps of the stream's previous chunk, so
-every window of `length` consecutive stream steps lies inside exactly one
-chunk and sampling is a single fancy-index gather per key.
+Replay puts together the chunked step storage (replay_chunks.py: slots,
+streams, eviction, step and item ids), an item sampler (samplers.py) and,
+with a directory, the chunk files its checkpoints refer to (replay_files.py:
+crash-safe writes and when a file may be deleted). Every public method takes
+the replay's lock, so workers may add while the learner samples.
 
-Ids: the step at (slot, pos) has stepid slot * chunksize + pos; the item
-(sequence) starting there has the same id.
+Items: an item (sequence of `length` steps) becomes sampleable when its last
+step is added and stops being sampleable when its chunk is evicted. With
+online=True, non-overlapping windows of each stream are also queued and
+every committed sample() takes from that queue first, so each step is
+trained on.
 
 Priorities: prioritize(stepid, values) gets the [B, T] step ids and per-step
 signals of the steps a train step trained on (the replay context excluded).
@@ -18,87 +21,52 @@ sample() and prioritize(), reviving an old id for new data: the replay
 remembers the slot generation of its last few sampled batches and drops rows
 whose slot changed since.
 
-Files (with a directory): a completed chunk is written to NAME.tmp, flushed
-to the disk and renamed to NAME (<uuid>-<chunksize>.npz); save() refers to
-written chunks by name and pickles the others. Nothing a checkpoint needs is
-lost when the run is killed or the disk fails:
-- A .npz file is always complete. A .tmp file is never named by a save (the
-  name is recorded after the rename), and the steps of its chunk that a
-  checkpoint covers are pickled in that checkpoint. So .tmp files, left by a
-  kill in the middle of a write, are deleted when a replay is constructed on
-  the directory rather than reused: reusing one would need the chunk's
-  bookkeeping, which no checkpoint has, and a truncated file could only be
-  told apart by reading it whole.
-- A chunk file stays while the newest complete checkpoint may refer to it:
-  an evicted chunk named by the last load() or save() keeps its file until
-  committed(), which Checkpoint calls once a save is complete. committed()
-  then deletes every chunk file that neither that save nor the live buffer
-  names, including files a killed run wrote after its last checkpoint.
-- A write that fails with an OSError (disk full, no permission, read-only
-  filesystem) raises CheckpointError with a one-line message; the chunk stays
-  in memory without a name, so a later save pickles it.
-- A chunk file that is missing or unreadable at load() is skipped with a
-  warning; the rest of the buffer loads.
+Checkpoints: save() gives a picklable dict (version 1) with the slots'
+bookkeeping, the chunks without a file pickled, the streams, the online
+queue, the counters and the sampler state; load() takes one back.
 """
 
 import collections
-import os
+import functools
 import threading
 import time
-import uuid
 import warnings
-import zipfile
 
 import elements
 import numpy as np
 
 from . import samplers
-from .checkpoint import CheckpointError, reason, sync_dir
+from .replay_chunks import Chunks
+from .replay_files import ChunkFiles
 
 
-def write_npz(path, arrays):
-  """Writes the arrays to an .npz file and flushes it to the disk."""
-  with open(str(path), 'wb') as f:
-    np.savez(f, **arrays)
-    f.flush()
-    os.fsync(f.fileno())
-
-
-class Replay:
+class Replay(Chunks):
+  # Storage is the base class rather than a member so that a subclass
+  # following storage writes by overriding _allocate, _grow or _open_chunk
+  # (embodied/jax/replay.py) sees every call of them.
 
   def __init__(
       self, length, capacity, chunksize=1024, online=False, sampler=None,
       directory=None, seed=0):
-    length, chunksize = int(length), int(chunksize)
-    if length < 1:
-      raise ValueError(f'Sequence length must be positive, got {length}.')
-    if chunksize <= length:
-      raise ValueError(
-          f'Replay chunksize ({chunksize}) must be larger than the sequence '
-          f'length ({length}).')
-    self.length = length
-    self.capacity = int(capacity)
-    self.chunksize = chunksize
+    super().__init__(length, capacity, chunksize)
     self.online = online
-    self.num_slots = max(2, -(-self.capacity // chunksize))
     self.sampler = samplers.Uniform(seed) if sampler is None else sampler
-    self.directory = directory and elements.Path(directory)
-    if self.directory:
-      try:
-        self.directory.mkdir()
-      except OSError as e:
-        raise CheckpointError(
-            f'Could not create replay directory {self.directory}: '
-            f'{reason(e)}', e.errno) from e
-      self._remove_partial_writes()
     self._lock = threading.Lock()
-    self._writing = set()  # chunk files being written now
-    # Chunk files the two newest checkpoints may name: the run keeps two, so
-    # that a damaged newest one can fall back to the one before.
-    self._kept = set()
-    self._kept_before = set()
-    self._saving = set()   # chunk files the last save() named
-    self._reset()
+    self._files = ChunkFiles(
+        directory and elements.Path(directory), self.chunksize, self._lock)
+    if self.directory:
+      self._files.open()
+
+  @property
+  def directory(self):
+    """Where chunk files go; falsy for none. Setting it later reads the
+    chunk files there on load() and creates or deletes nothing until then
+    (scripts/dream.py views a run's replay this way)."""
+    return self._files.directory
+
+  @directory.setter
+  def directory(self, directory):
+    self._files.directory = directory
 
   def _reset_timing(self):
     self._sample_time = 0.0
@@ -107,35 +75,15 @@ class Replay:
     self._age_count = 0
 
   def _reset(self):
-    n = self.num_slots
-    self._data = {}  # key -> array [allocated slots, chunksize, *shape]
-    self._alloc = min(n, 4)  # Slots allocated so far; grows by doubling.
-    self._fill = np.zeros(n, np.int64)      # steps written into the slot
-    self._used = np.zeros(n, bool)          # slot holds a live chunk
-    self._current = np.zeros(n, bool)       # a stream is writing into it
-    self._created = np.zeros(n, np.int64)   # creation order, for FIFO
-    self._gen = np.zeros(n, np.int64)       # bumped on every reuse
-    self._dup = np.zeros(n, np.int64)       # leading steps also in prev chunk
-    self._prev = np.full(n, -1, np.int64)   # stream's previous chunk slot
-    self._names = [None] * n                # chunk file, once written
-    # Insert count at which each step was added, for the age of samples.
-    self._stamp = np.zeros((self._alloc, self.chunksize), np.int64)
+    super()._reset()
     self._recent = collections.deque(maxlen=8)  # (itemids, slot gens)
     self._reset_timing()
-    self._streams = {}  # worker -> {'slot': int, 'count': steps ever added}
     self._queue = collections.deque()  # online item ids, oldest first
-    self._chunks = 0
-    self._inserts = 0
     self._samples = 0
-    self._evictions = 0
 
   def __len__(self):
     with self._lock:
       return self._size()
-
-  def _size(self):
-    # Copied prefixes count once, while the chunk they came from is alive.
-    return int((self._fill - self._dup)[self._used].sum())
 
   def stats(self):
     """Counters, the sampler's metrics, and since the last call: sampler
@@ -169,116 +117,38 @@ class Replay:
       self._write_chunk(*pending)
 
   def _add(self, step, worker):
+    """Stores the step; returns (slot, gen, content) of a chunk it completed
+    that needs a file, else None."""
     step = {k: v for k, v in step.items() if not k.startswith('log/')}
     if 'stepid' in step:
       raise ValueError("'stepid' is reserved for replay storage ids.")
-    stream = self._streams.get(worker)
-    if stream is None:
-      stream = self._streams[worker] = {'slot': self._open_chunk(-1),
-                                        'count': 0}
-    elif self._fill[stream['slot']] == self.chunksize:
-      stream['slot'] = self._open_chunk(stream['slot'])
-    slot = stream['slot']
-    pos = self._fill[slot]
-    for key, value in step.items():
-      value = np.asarray(value)
-      if key not in self._data:
-        self._allocate(key, value.dtype, value.shape)
-      self._data[key][slot, pos] = value
-    self._stamp[slot, pos] = self._inserts
-    self._fill[slot] = pos + 1
-    stream['count'] += 1
-    self._inserts += 1
+    slot, pos = self._append(step, worker)
     if pos + 1 >= self.length:
       itemid = slot * self.chunksize + pos + 1 - self.length
       self.sampler.insert(np.array([itemid], np.int64))
       # Non-overlapping windows of the stream, so each step is trained on.
-      if self.online and (stream['count'] - self.length) % self.length == 0:
+      count = self._streams[worker]['count']
+      if self.online and (count - self.length) % self.length == 0:
         self._queue.append(itemid)
     if pos + 1 == self.chunksize and self.directory:
-      content = {k: v[slot].copy() for k, v in self._data.items()}
-      return slot, self._gen[slot], content
+      return slot, self._gen[slot], self._chunk_content(slot)
     return None
 
-  def _allocate(self, key, dtype, shape):
-    self._data[key] = np.zeros((self._alloc, self.chunksize, *shape), dtype)
-
-  def _grow(self, slots):
-    """Make room for at least `slots` slots. Storage grows by doubling up to
-    the capacity, so memory follows the data actually stored (the OS refuses
-    to reserve e.g. 57 GiB of image slots up front)."""
-    if slots <= self._alloc:
-      return
-    new = min(self.num_slots, max(slots, 2 * self._alloc))
-
-    def grown(old):
-      arr = np.zeros((new, *old.shape[1:]), old.dtype)
-      arr[:self._alloc] = old
-      return arr
-    self._data = {key: grown(old) for key, old in self._data.items()}
-    self._stamp = grown(self._stamp)
-    self._alloc = new
-
-  def _open_chunk(self, prev):
-    """Takes a slot for a new chunk of the stream, continuing from prev."""
-    free = np.flatnonzero(~self._used)
-    if len(free):
-      slot = int(free[0])
-    else:
-      candidates = np.flatnonzero(~self._current)
-      if not len(candidates):
-        raise RuntimeError(
-            f'Replay has no chunk slot to evict: worker streams are writing '
-            f'into all {self.num_slots} slots. Increase the capacity to more '
-            f'than (workers + 1) * chunksize.')
-      slot = int(candidates[np.argmin(self._created[candidates])])
-      self._evict(slot)
-      for value in self._data.values():
-        value[slot] = 0
-    self._grow(slot + 1)
-    keep = self.length - 1
-    if prev >= 0:
-      for value in (*self._data.values(), self._stamp):
-        value[slot, :keep] = value[prev, self.chunksize - keep:]
-      self._current[prev] = False
-    self._fill[slot] = keep if prev >= 0 else 0
-    self._dup[slot] = keep if prev >= 0 else 0
-    self._prev[slot] = prev
-    self._used[slot] = True
-    self._current[slot] = True
-    self._created[slot] = self._chunks
-    self._gen[slot] += 1
-    self._names[slot] = None
-    self._chunks += 1
-    return slot
-
-  def _evict(self, slot):
-    self._unlink(slot, self._fill[slot])
-    name = self._names[slot]
-    if name and name not in (self._kept | self._kept_before | self._saving):
-      self._delete_file(name)  # Else committed() deletes it when unneeded.
-    self._used[slot] = False
-    self._fill[slot] = 0
-    self._dup[slot] = 0
-    self._prev[slot] = -1
-    self._names[slot] = None
-    self._evictions += 1
-
-  def _unlink(self, slot, fill):
-    """Removes the chunk's items from the sampler and online queue."""
-    self.sampler.remove(self._slot_items(slot, fill))
+  def _remove_items(self, slot, itemids):
+    self.sampler.remove(itemids)
     if self._queue:
       self._queue = collections.deque(
           i for i in self._queue if i // self.chunksize != slot)
-    # The successor's copied prefix is now the only copy of those steps.
-    successors = self._prev == slot
-    self._dup[successors] = 0
-    self._prev[successors] = -1
 
-  def _slot_items(self, slot, fill=None):
-    fill = self._fill[slot] if fill is None else fill
-    count = max(0, int(fill) - self.length + 1)
-    return slot * self.chunksize + np.arange(count, dtype=np.int64)
+  def _release_file(self, name):
+    if name and not self._files.needed(name):
+      self._files.delete(name)  # Else committed() deletes it when unneeded.
+
+  def _write_chunk(self, slot, gen, content):
+    """Writes a completed chunk outside the lock, then names it. On an
+    OSError the chunk keeps no name (so the next save pickles it) and
+    CheckpointError is raised."""
+    self._files.write(content, functools.partial(self._name_chunk, slot, gen))
 
   # Reading.
 
@@ -312,10 +182,8 @@ class Replay:
     return batch
 
   def _gather(self, itemids):
-    slot, pos = np.divmod(itemids, self.chunksize)
-    index = pos[:, None] + np.arange(self.length)
-    batch = {k: v[slot[:, None], index] for k, v in self._data.items()}
-    batch['stepid'] = slot[:, None] * self.chunksize + index
+    batch = self._read(itemids)
+    slot = itemids // self.chunksize
     self._recent.append((itemids.copy(), self._gen[slot]))
     return batch
 
@@ -328,10 +196,7 @@ class Replay:
   def item_ids(self):
     """Ids of every item stored now, in id order."""
     with self._lock:
-      slots = np.flatnonzero(self._used)
-      if not len(slots):
-        return np.zeros(0, np.int64)
-      return np.concatenate([self._slot_items(s) for s in slots])
+      return self._item_ids()
 
   def gather(self, itemids):
     """The batch of the given items, as sample() returns it, without
@@ -342,25 +207,11 @@ class Replay:
       return self._gather(itemids)
 
   def update(self, stepid, values):
+    """Writes values [*stepid.shape, ...] per key (e.g. a train step's
+    latents) at the given steps; steps no longer stored are skipped."""
     stepid = np.asarray(stepid, np.int64)
-    flat = stepid.reshape(-1)
     with self._lock:
-      # Drop writes to steps not stored (anymore), so a late update cannot
-      # leave values ahead of a reused chunk's write position.
-      slot, pos = np.divmod(flat, self.chunksize)
-      valid = self._used[slot] & (pos < self._fill[slot])
-      for key, value in values.items():
-        value = np.asarray(value)
-        if value.shape[:stepid.ndim] != stepid.shape:
-          raise ValueError(
-              f"Update '{key}' has shape {value.shape}, expected leading "
-              f'dims {stepid.shape} matching stepid.')
-        shape = value.shape[stepid.ndim:]
-        if key not in self._data:
-          self._allocate(key, value.dtype, shape)
-        target = self._data[key]
-        value = value.reshape(-1, *shape)
-        target.reshape(-1, *shape)[flat[valid]] = value[valid]
+      self._write_back(stepid, values)
 
   def prioritize(self, stepid, values):
     """stepid, values [B, T]: per-step priority signals of the trained steps
@@ -373,10 +224,7 @@ class Replay:
           f'{stepid.shape} and {values.shape}.')
     itemids = stepid[:, -1] - (self.length - 1)
     with self._lock:
-      slot, pos = np.divmod(itemids, self.chunksize)
-      valid = (itemids >= 0) & (slot < self.num_slots)
-      slot, pos = np.where(valid, slot, 0), np.where(valid, pos, 0)
-      valid &= self._used[slot] & (pos + self.length <= self._fill[slot])
+      valid, slot = self._stored_items(itemids)
       for ids, gens in reversed(self._recent):
         if np.array_equal(ids, itemids):
           valid &= gens == self._gen[slot]
@@ -384,54 +232,7 @@ class Replay:
       if valid.any():
         self.sampler.prioritize(itemids[valid], values[valid])
 
-  # Persistence.
-
-  def _write_chunk(self, slot, gen, content):
-    """Writes a completed chunk outside the lock, then records its name. On
-    an OSError no file is left, the chunk keeps no name (so the next save
-    pickles it) and CheckpointError is raised."""
-    name = f'{uuid.uuid4().hex}-{self.chunksize}.npz'
-    temp = self.directory / (name + '.tmp')
-    with self._lock:
-      self._writing.add(name)
-    recorded = False
-    try:
-      try:
-        write_npz(temp, content)
-        os.replace(str(temp), str(self.directory / name))
-      except OSError as e:
-        self._delete_file(temp.name)
-        raise CheckpointError(
-            f'Could not write replay chunk to {self.directory}: '
-            f'{reason(e)}; the chunk stays in memory and the last complete '
-            'checkpoint is kept', e.errno) from e
-      with self._lock:
-        if self._gen[slot] == gen and self._used[slot]:
-          self._names[slot] = name
-          recorded = True
-    finally:
-      with self._lock:
-        self._writing.discard(name)
-    if not recorded:
-      # Evicted while writing; the file is not part of the buffer.
-      self._delete_file(name)
-
-  def _delete_file(self, name):
-    """Best effort: a file that cannot be deleted only costs disk space."""
-    try:
-      (self.directory / name).remove()
-    except FileNotFoundError:
-      pass
-    except OSError as e:
-      warnings.warn(
-          f'Could not delete replay file {self.directory / name}: '
-          f'{reason(e)}')
-
-  def _remove_partial_writes(self):
-    """Deletes the .tmp files of writes cut short by a kill (see the module
-    docstring for why they are not reused)."""
-    for path in self.directory.glob('*.tmp'):
-      self._delete_file(path.name)
+  # Checkpoints.
 
   def committed(self):
     """Called (by Checkpoint) once a checkpoint holding the last save() is
@@ -439,41 +240,17 @@ class Replay:
     refers to."""
     if not self.directory:
       return
-    # Listed before the names are read: a file renamed into place after
-    # the listing is not considered, one renamed before is in _writing or
-    # already named.
-    files = [path.name for path in self.directory.glob('*.npz')]
-    with self._lock:
-      self._kept_before, self._kept = self._kept, self._saving
-      self._saving = set()
-      keep = (self._kept | self._kept_before | self._writing |
-              {n for n in self._names if n})
-    for name in files:
-      if name not in keep:
-        self._delete_file(name)
+    self._files.committed(lambda: {n for n in self._names if n})
 
   def save(self):
     with self._lock:
-      slots = {}
-      for slot in np.flatnonzero(self._used):
-        slot = int(slot)
-        fill = int(self._fill[slot])
-        info = {
-            'fill': fill, 'current': bool(self._current[slot]),
-            'created': int(self._created[slot]), 'dup': int(self._dup[slot]),
-            'prev': int(self._prev[slot]), 'name': self._names[slot]}
-        if not info['name']:
-          info['data'] = {k: v[slot, :fill].copy()
-                          for k, v in self._data.items()}
-        info['stamp'] = self._stamp[slot, :fill].copy()
-        slots[slot] = info
-      self._saving = {i['name'] for i in slots.values() if i['name']}
+      slots = self._save_slots()
+      self._files.saving(i['name'] for i in slots.values() if i['name'])
       data = {
           'version': 1,
           'length': self.length,
           'chunksize': self.chunksize,
-          'specs': {k: (v.dtype.str, v.shape[2:])
-                    for k, v in self._data.items()},
+          'specs': self._specs(),
           'slots': slots,
           'streams': {w: dict(s) for w, s in self._streams.items()},
           'queue': list(self._queue),
@@ -484,23 +261,21 @@ class Replay:
       }
     if self.directory:
       # The checkpoint holding this save refers to these files by name.
-      sync_dir(self.directory)
+      self._files.sync()
     return data
 
   def load(self, data):
     with self._lock:
       self._load(data)
-      # Files of the checkpoint loaded from stay until a newer one is done.
-      self._kept = {i['name'] for i in data['slots'].values() if i['name']}
-      self._kept_before = set()
-      self._saving = set()
+      self._files.loaded(
+          i['name'] for i in data['slots'].values() if i['name'])
       # Completed chunks without a file (pickled in the checkpoint, or whose
       # write was in flight at save time) get one, keeping later saves small.
       pending = []
       for slot in np.flatnonzero(self._used) if self.directory else []:
         if self._fill[slot] == self.chunksize and not self._names[slot]:
-          content = {k: v[slot].copy() for k, v in self._data.items()}
-          pending.append((slot, self._gen[slot], content))
+          pending.append(
+              (slot, self._gen[slot], self._chunk_content(slot)))
     for args in pending:
       self._write_chunk(*args)
 
@@ -516,31 +291,7 @@ class Replay:
           f'Replay checkpoint uses more chunk slots than capacity '
           f'{self.capacity} allows.')
     self._reset()
-    if data['slots']:
-      self._alloc = max(self._alloc, max(data['slots']) + 1)
-      self._stamp = np.zeros((self._alloc, self.chunksize), np.int64)
-    for key, (dtype, shape) in data['specs'].items():
-      self._allocate(key, np.dtype(dtype), tuple(shape))
-    missing = []
-    for slot, info in data['slots'].items():
-      content = self._load_content(info)
-      if content is None:
-        missing.append(slot)
-        continue
-      for key, value in content.items():
-        if key not in self._data:
-          self._allocate(key, value.dtype, value.shape[1:])
-        self._data[key][slot, :info['fill']] = value[:info['fill']]
-      self._used[slot] = True
-      self._current[slot] = info['current']
-      self._fill[slot] = info['fill']
-      self._created[slot] = info['created']
-      self._dup[slot] = info['dup']
-      self._prev[slot] = info['prev']
-      self._names[slot] = info['name']
-      self._gen[slot] = 1
-      if 'stamp' in info:
-        self._stamp[slot, :info['fill']] = info['stamp']
+    missing = self._load_slots(data['specs'], data['slots'], self._read_chunk)
     self._streams = {w: dict(s) for w, s in data['streams'].items()}
     self._queue = collections.deque(data['queue'])
     counters = data['counters']
@@ -551,45 +302,21 @@ class Replay:
     self.sampler.load(data['sampler'])
     for slot in missing:
       self._forget(slot, data['slots'][slot]['fill'])
-    expected = sum(len(self._slot_items(s))
-                   for s in np.flatnonzero(self._used))
+    expected = len(self._item_ids())
     if len(self.sampler) != expected:
       warnings.warn(
           f'Replay sampler holds {len(self.sampler)} items after loading, '
           f'the chunks hold {expected}.')
 
-  def _load_content(self, info):
+  def _read_chunk(self, info):
+    """A saved slot's steps: pickled in the save or read from its file."""
     if not info['name']:
       return info['data']
     if not self.directory:
       raise ValueError(
           'Replay checkpoint refers to chunk files but this replay has no '
           'directory.')
-    content = None
-    try:
-      with (self.directory / info['name']).open('rb') as f:
-        with np.load(f) as npz:
-          content = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-      warnings.warn(f"Replay chunk file {info['name']} is missing; skipping.")
-      return None
-    except (ValueError, EOFError, zipfile.BadZipFile):
-      pass  # Reported below, like a file with too few steps.
-    if content is None or any(
-        len(v) < info['fill'] for v in content.values()):
-      # Complete files are renamed into place, so this is a disk fault.
-      warnings.warn(
-          f"Replay chunk file {info['name']} is unreadable or truncated; "
-          'skipping.')
-      return None
-    return content
-
-  def _forget(self, slot, fill):
-    """Drops every reference to a chunk whose file could not be loaded."""
-    self._unlink(slot, fill)
-    for worker, stream in list(self._streams.items()):
-      if stream['slot'] == slot:
-        del self._streams[worker]  # Restarts with a fresh chunk.
+    return self._files.read(info['name'], info['fill'])
 
 
 class Stacked:
