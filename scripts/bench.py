@@ -9,6 +9,7 @@
   mask      the masked pixel loss's mask alone, at the config's batch shape
   parallel  `--script train` vs `--script parallel`: short runs, their logs
   env       raw env throughput: one env alone, then N through the Driver
+  members   --run.seeds N against one seed: compile and step time per seed
 
 Benchmark options are --bench.KEY VALUE, typed by their defaults; every
 subcommand lists its own with --help. All other arguments are config flags
@@ -23,6 +24,7 @@ is asserted about time.
   python scripts/bench.py ab --configs size1m --task dummy_image \\
       --bench.variant "--agent.use_intrinsic True"
   python scripts/bench.py env --configs atari100k --bench.envs 8
+  python scripts/bench.py members --configs size1m --task dummy_image
   python scripts/bench.py mask --help
 """
 
@@ -36,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.benchmarks import common  # noqa: E402
 
 SUBCOMMANDS = ('train', 'ab', 'devices', 'report', 'replay', 'mask',
-               'parallel', 'env')
+               'parallel', 'env', 'members')
 
 
 def load(name):

@@ -190,6 +190,22 @@ def test_ab(jax_cache):
       rel=1e-3)
 
 
+def test_members(jax_cache):
+  # One seed and two as one program: compile figures for both, the step's
+  # CPU seconds per seed-update and their ratio.
+  result = run_bench(
+      'members', *TINY, '--bench.seeds', '1,2', '--bench.updates', '1',
+      cache=jax_cache)
+  keys = [f'{name}[{n}]' for n in (1, 2) for name in (
+      'init_s', 'lower_s', 'compile_s', 'hlo_instructions', 'train_s',
+      'train_cpu_s_per_seed')]
+  check(result, keys + ['compile_vs_first[2]',
+                        'train_cpu_per_seed_vs_first[2]', 'peak_rss_gb'])
+  assert result['compile_vs_first[2]'] == pytest.approx(
+      (result['lower_s[2]'] + result['compile_s[2]']) /
+      (result['lower_s[1]'] + result['compile_s[1]']), rel=1e-3)
+
+
 def test_devices(jax_cache):
   # One device count: a second one would compile the step anew (~25 s);
   # tests/test_agent.py trains on 4 mock devices against 1.

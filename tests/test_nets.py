@@ -1,6 +1,7 @@
 """Layers checked against loops and dense equivalents."""
 
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -65,7 +66,7 @@ def test_conv2d_gemm_gradient_equals_xla_gradient():
         rng, 2, 6, 5, 4)
     x, kern = x.astype(dtype), kern.astype(dtype)
     grads = {}
-    for name, conv in (('gemm', nets._conv_gemm_grad),
+    for name, conv in (('gemm', nets._conv),
                        ('xla', nets._lax_conv)):
       loss = lambda x, kern: (conv(x, kern).astype(jnp.float32) * r).sum()
       grads[name] = jax.jit(jax.grad(loss, (0, 1)))(x, kern)
@@ -271,3 +272,113 @@ def test_conv2d_kernel_gradient_in_batch_slices(monkeypatch):
   want = jax.grad(loss(nets._lax_conv), (0, 1))(x, kern)
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+# A kernel per vmapped member (the agent's member axis, run.seeds): the
+# batching rules of nets.per_member against plain vmap of XLA's ops.
+
+MEMBER_LAYERS = {
+    # name: (layer, reference, x shape, kernel shape)
+    'conv': (nets.conv2d, nets._lax_conv, (4, 6, 5, 3), (3, 3, 3, 4)),
+    'pool': (nets.conv2d_maxpool2,
+             lambda x, k: nets.maxpool2(nets._lax_conv(x, k)),
+             (3, 8, 4, 2), (5, 5, 2, 3)),
+    'upsample': (nets.upsample_conv2d,
+                 lambda x, k: nets._lax_conv(nets.upsample(x), k),
+                 (3, 3, 4, 3), (5, 5, 3, 2)),
+}
+
+
+@pytest.fixture(params=['map', 'grouped'])
+def member_ops(request, monkeypatch):
+  monkeypatch.setattr(nets, '_member_ops', [request.param])
+  return request.param
+
+
+def member_grads(layer, x, kern, r, axes=(0, 0, 0)):
+  """Jitted vmap over members of the loss's value and gradients."""
+  loss = lambda x, k, r: (layer(x, k) * r).sum()
+  return jax.jit(jax.vmap(jax.value_and_grad(loss, (0, 1)), axes))(
+      x, kern, r)
+
+
+def assert_trees_close(got, want, tol=1e-4):
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert g.shape == w.shape
+    np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize('name', MEMBER_LAYERS)
+def test_member_conv_values_and_gradients(name, member_ops):
+  # Every member its own input and kernel (the train step's case).
+  layer, ref, xs, ks = MEMBER_LAYERS[name]
+  rng = np.random.default_rng(len(name))
+  n = 3
+  x, kern = rand(rng, n, *xs), rand(rng, n, *ks)
+  r = rand(rng, n, *jax.eval_shape(ref, x[0], kern[0]).shape)
+  assert_trees_close(member_grads(layer, x, kern, r),
+                     member_grads(ref, x, kern, r))
+
+
+@pytest.mark.parametrize('axes', [(0, None, 0), (None, 0, 0)])
+def test_member_conv_shared_input_or_kernel(axes, member_ops):
+  # One side shared: a shared kernel folds the members into the batch.
+  layer, ref, xs, ks = MEMBER_LAYERS['upsample']
+  rng = np.random.default_rng(12)
+  n = 2
+  x = rand(rng, *((n,) if axes[0] == 0 else ()), *xs)
+  kern = rand(rng, *((n,) if axes[1] == 0 else ()), *ks)
+  r = rand(rng, n, xs[0], 2 * xs[1], 2 * xs[2], ks[-1])
+  assert_trees_close(member_grads(layer, x, kern, r, axes),
+                     member_grads(ref, x, kern, r, axes))
+
+
+def test_member_conv_nested_vmap(member_ops):
+  # Two vmapped axes over the kernel (e.g. an ensemble inside each member).
+  rng = np.random.default_rng(13)
+  x, kern = rand(rng, 2, 3, 2, 5, 5, 2), rand(rng, 2, 3, 3, 3, 2, 4)
+  r = rand(rng, 2, 3, 2, 5, 5, 4)
+  def grads(layer):
+    loss = lambda x, k, r: (layer(x, k) * r).sum()
+    return jax.jit(jax.vmap(jax.vmap(jax.grad(loss, (0, 1)))))(x, kern, r)
+  assert_trees_close(grads(nets.conv2d), grads(nets._lax_conv))
+
+
+def test_member_conv_program_does_not_grow(monkeypatch):
+  # 'map' loops over the members in one body: no grouped convolution and
+  # as many convolutions for 5 members as for 2 (forward and input
+  # gradient; the kernel gradient is a GEMM on the CPU); 'grouped' is
+  # XLA's form.
+  layer = MEMBER_LAYERS['pool'][0]
+  def convs(n, mode):
+    monkeypatch.setattr(nets, '_member_ops', [mode])
+    x, kern = jnp.zeros((n, 2, 8, 8, 3)), jnp.zeros((n, 5, 5, 3, 4))
+    loss = lambda x, k: layer(x, k).sum()
+    text = jax.jit(jax.vmap(jax.grad(loss, (0, 1)))).lower(
+        x, kern).as_text()
+    groups = [int(g) for g in re.findall(
+        r'feature_group_count = (\d+)', text)]
+    return len(groups), max(groups)
+  assert convs(2, 'map') == convs(5, 'map') == (2, 1)
+  assert convs(2, 'grouped')[1] == 2
+
+
+def test_member_ops_mode(monkeypatch):
+  monkeypatch.setattr(nets, '_member_ops', ['auto'])
+  assert nets.member_ops() == 'map'  # The CPU backend.
+  nets.set_member_ops('grouped')
+  assert nets.member_ops() == 'grouped'
+  with pytest.raises(ValueError, match='grouped'):
+    nets.set_member_ops('loop')
+  monkeypatch.setattr(nets, '_member_ops', ['loop'])
+  with pytest.raises(ValueError, match='DREAMER_MEMBER_OPS'):
+    nets.member_ops()
+
+
+def test_xla_kernel_gradient_equals_gemm():
+  # Other backends' kernel gradient (used per member in 'map' mode there).
+  rng = np.random.default_rng(14)
+  x, dy = rand(rng, 3, 6, 5, 2), rand(rng, 3, 6, 5, 4)
+  np.testing.assert_allclose(nets._xla_kernel_grad(x, dy, 5),
+                             nets._gemm_kernel_grad(x, dy, 5),
+                             rtol=1e-4, atol=1e-4)

@@ -5,6 +5,7 @@ Parameters are stored in float32; the forward pass runs in COMPUTE_DTYPE
 """
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -167,6 +168,72 @@ class MLP(nj.Module):
 # On the CPU backend the kernel gradient is one GEMM of image patches
 # instead of XLA:CPU's convolution over the batch (~10x faster there); other
 # backends (cuDNN) keep XLA's own gradient.
+#
+# Under jax.vmap with a kernel per member (the agent's member axis), XLA
+# turns a convolution into one grouped convolution (feature_group_count =
+# members), which XLA:CPU runs on a slow path (3x3, 32 -> 64 channels over
+# 256x32x32: 0.75 CPU-s per member vs 0.22 s for one). With member_ops()
+# 'map', the convolution and its two gradients carry a batching rule that
+# loops over the members with lax.map: one compiled body whatever their
+# number, each iteration the single-member op. 'grouped' keeps XLA's form
+# (cuDNN has grouped kernels). Chosen at trace time: DREAMER_MEMBER_OPS or
+# set_member_ops(), 'auto' = 'map' on CPU, 'grouped' elsewhere.
+
+MEMBER_OPS = ('auto', 'map', 'grouped')
+_member_ops = [os.environ.get('DREAMER_MEMBER_OPS', 'auto')]
+
+
+def set_member_ops(mode):
+  """How ops with a kernel per vmapped member are batched (see above);
+  takes effect for programs traced afterwards."""
+  if mode not in MEMBER_OPS:
+    raise ValueError(f"Unknown member ops '{mode}', choose from {MEMBER_OPS}")
+  _member_ops[0] = mode
+
+
+def member_ops():
+  """The batching of per-member ops now: 'map' or 'grouped'."""
+  mode = _member_ops[0]
+  if mode not in MEMBER_OPS:
+    raise ValueError(f"DREAMER_MEMBER_OPS is '{mode}', choose from "
+                     f'{MEMBER_OPS}')
+  if mode == 'auto':
+    return 'map' if jax.default_backend() == 'cpu' else 'grouped'
+  return mode
+
+
+def per_member(fn, fold=()):
+  """fn(*arrays) -> array, with a batching rule for the member axis.
+  Arguments at positions `fold` have a leading batch axis of fn's own:
+  when only those are batched (the others shared), the vmapped axis folds
+  into it (one op on N times the batch, as plain vmap does). Otherwise
+  'map' mode runs fn once per member with lax.map and 'grouped' mode
+  leaves it to plain vmap."""
+  @jax.custom_batching.custom_vmap
+  def op(*args):
+    return fn(*args)
+
+  @op.def_vmap
+  def rule(axis_size, in_batched, *args):
+    batched = [i for i, b in enumerate(in_batched) if b]
+    if all(i in fold for i in batched):
+      args = [a.reshape((-1, *a.shape[2:])) if b else a
+              for a, b in zip(args, in_batched)]
+      out = op(*args)
+      return out.reshape((axis_size, -1, *out.shape[1:])), True
+    if member_ops() == 'grouped':
+      axes = [0 if b else None for b in in_batched]
+      return jax.vmap(fn, axes)(*args), True
+
+    # The body calls op itself, so that an enclosing vmap batches it by
+    # this rule again.
+    def body(xs):
+      full = list(args)
+      for i, x in zip(batched, xs):
+        full[i] = x
+      return op(*full)
+    return jax.lax.map(body, [args[i] for i in batched]), True
+  return op
 
 
 def _patches(x, k):
@@ -187,22 +254,17 @@ def _lax_conv(x, kernel):
       x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-@jax.custom_vjp
-def _conv_gemm_grad(x, kernel):
-  return _lax_conv(x, kernel)
+def _conv_input_grad(dy, kernel):
+  """The input gradient of a SAME, stride 1, odd-kernel convolution: the
+  convolution of dy with the kernel mirrored in space, in and out
+  swapped."""
+  return _lax_conv(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
 
 
-def _conv_gemm_grad_fwd(x, kernel):
-  return _lax_conv(x, kernel), (x, kernel)
-
-
-def _conv_gemm_grad_bwd(res, dy):
-  x, kernel = res
-  k, _, cin, cout = kernel.shape
-  _, vjp = jax.vjp(lambda x: _lax_conv(x, kernel), x)
-  dx, = vjp(dy)
-  # Accumulate over batch slices so the patches stay small in memory.
-  n = x.shape[0]
+def _gemm_kernel_grad(x, dy, k):
+  """The kernel gradient [k, k, cin, cout] (float32) as patches^T @ dy,
+  accumulated over batch slices so the patches stay small in memory."""
+  n, cin, cout = x.shape[0], x.shape[-1], dy.shape[-1]
   slices = 1
   while (slices * 2 <= n and n % (slices * 2) == 0 and
          x.size * k * k * x.dtype.itemsize / slices > GRAD_SLICE_BYTES):
@@ -220,10 +282,51 @@ def _conv_gemm_grad_bwd(res, dy):
   split = lambda v: v.reshape(slices, n // slices, *v.shape[1:])
   dk, _ = jax.lax.scan(
       accumulate, jnp.zeros((k * k * cin, cout), f32), (split(x), split(dy)))
-  return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
+  return dk.reshape(k, k, cin, cout)
 
 
-_conv_gemm_grad.defvjp(_conv_gemm_grad_fwd, _conv_gemm_grad_bwd)
+def _xla_kernel_grad(x, dy, k):
+  shape = (k, k, x.shape[-1], dy.shape[-1])
+  _, vjp = jax.vjp(lambda kern: _lax_conv(x, kern), jnp.zeros(shape, x.dtype))
+  return vjp(dy)[0]
+
+
+def _kernel_grad(x, dy, k):
+  if jax.default_backend() == 'cpu':
+    return _gemm_kernel_grad(x, dy, k)
+  return _xla_kernel_grad(x, dy, k)
+
+
+_member_conv = per_member(_lax_conv, fold=(0,))
+_member_input_grad = per_member(_conv_input_grad, fold=(0,))
+# One op per kernel size (the batching rule sees arrays only).
+_member_kernel_grads = {}
+
+
+def _member_kernel_grad(x, dy, k):
+  if k not in _member_kernel_grads:
+    _member_kernel_grads[k] = per_member(
+        lambda x, dy: _kernel_grad(x, dy, k))
+  return _member_kernel_grads[k](x, dy)
+
+
+@jax.custom_vjp
+def _conv(x, kernel):
+  return _member_conv(x, kernel)
+
+
+def _conv_fwd(x, kernel):
+  return _member_conv(x, kernel), (x, kernel)
+
+
+def _conv_bwd(res, dy):
+  x, kernel = res
+  dx = _member_input_grad(dy, kernel)
+  dk = _member_kernel_grad(x, dy, kernel.shape[0])
+  return dx, dk.astype(kernel.dtype)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 def conv2d(x, kernel):
@@ -231,8 +334,8 @@ def conv2d(x, kernel):
   if kernel.shape[0] % 2 == 0:
     raise ValueError(
         f'Convolution kernels must have an odd size, got {kernel.shape[0]}.')
-  if jax.default_backend() == 'cpu':
-    return _conv_gemm_grad(x, kernel)
+  if jax.default_backend() == 'cpu' or member_ops() == 'map':
+    return _conv(x, kernel)
   return _lax_conv(x, kernel)
 
 
