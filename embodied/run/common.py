@@ -277,11 +277,14 @@ class Progress:
   def __init__(self, every=1.0):
     self.enabled = sys.stdout.isatty()
     self.clock = elements.when.Clock(every)
+    self.shown = False
 
   def __call__(self, text):
     if self.enabled and self.clock():
       print('\r' + text[:150].ljust(150), end='', flush=True)
+      self.shown = True
 
   def clear(self):
-    if self.enabled:
+    if self.shown:
       print('\r' + ' ' * 150 + '\r', end='', flush=True)
+      self.shown = False

@@ -2,7 +2,6 @@
 log, checkpoint. Resumes from the logdir's latest checkpoint."""
 
 import os
-import time
 
 import elements
 
@@ -12,6 +11,7 @@ from embodied.core import RatioLimiter
 from embodied.core import Preempted, Preemption
 
 from . import common
+from .loop import Loop
 from .members import Members
 
 # Config checks (dreamerv3/validate.py) of the run.* keys the loop reads.
@@ -68,97 +68,42 @@ def train(make_agent, make_replay, make_env, make_logger, args, hooks=()):
   members.register(checkpoint)
   resume(checkpoint, args.from_checkpoint)
 
-  timer = Timers()
-  by_steps = args.get('deterministic', False)
-  should_log = common.schedule(args.log_every, by_steps)
-  should_save = common.schedule(args.save_every, by_steps, first=False)
-  should_report = common.schedule(args.report_every, by_steps, first=False) \
-      if args.report_every else (lambda step: False)
-  progress = common.Progress()
-  aggs = [elements.Agg() for _ in range(members.count)]
-  start = time.time()
+  def log_stats():
+    stats = driver.stats()
+    return [{**replay.stats(), **stats} for replay in members.replays]
+
+  loop = Loop(args, step, preempt, learner, members.loggers,
+              save=lambda: checkpoint.save(int(step)), stats=log_stats,
+              split=members.split, until=args.steps)
   policy = members.policy('train')
-  agree = agent.agree
-  stopped_by = None
   driver.reset(members.init_policy)
   print(f'Start training at step {int(step):,} (until {int(args.steps):,}).')
 
-  def add_train(metrics):
-    for agg, mets in zip(aggs, members.split(metrics)):
-      agg.add(mets, prefix='train')
-
-  def finish():
-    """Logs what is pending and saves, at the end or on an env crash."""
-    progress.clear()
-    add_train(learner.flush())
-    stats = driver.stats()
-    for logger, agg in zip(members.loggers, aggs):
-      logger.add(agg.result())
-      logger.add(stats)
-      logger.write()
-    checkpoint.save(int(step))
-    for logger in members.loggers:
-      logger.close()
-    driver.close()
-
   try:
-    while int(step) < args.steps:
-      late = bool(args.duration and time.time() - start > args.duration)
-      # With several processes (multi-host) all stop and save together, and
-      # a stop signal to any of them ends each as preempted.
-      signalled, late, save = agree(
-          preempt.requested, late, should_save(int(step)))
-      if signalled:
-        stopped_by = preempt.signal or 'a stop signal to another process'
-        print(f'Stopping on {stopped_by} at step {int(step):,}.')
-        break
-      if late:
-        print(f'Stopping after run.duration={args.duration}s.')
-        break
-      with timer('env'):
+    while loop.running():
+      with loop.timer('env'):
         driver(policy, steps=args.envs * members.count)
       for _ in range(limiter(int(step))):
-        with timer('train'):
-          add_train(learner())
-      progress(f'step {int(step):,} | updates {learner.updates:,} | '
-               f'score {members.mean_score():.1f}')
+        with loop.timer('train'):
+          loop.train()
+      loop.progress(f'step {int(step):,} | updates {learner.updates:,} | '
+                    f'score {members.mean_score():.1f}')
       for hook in hooks:
         hook(agent, members)
-      if should_report(int(step)) and len(members.replay):
-        report = agent.report(learner.report_batch(
-            args.get('report_batch', args.batch_size),
-            args.get('report_length', args.batch_length)))
-        for logger, agg, mets in zip(
-            members.loggers, aggs, members.split(report)):
-          common.log_report(logger, agg, mets)
       for logger, video in zip(members.loggers, members.videos):
         video.log(logger)
-      if should_log(int(step)):
-        progress.clear()
-        rates = timer.rates(
-            int(step), learner.updates, common.trained_steps(args))
-        stats, learner_stats = driver.stats(), learner.stats()
-        for logger, agg, replay in zip(
-            members.loggers, aggs, members.replays):
-          logger.add(agg.result())
-          logger.add(rates)
-          logger.add(replay.stats())
-          logger.add(learner_stats)
-          logger.add(stats)
-          logger.add(peak_memory(), prefix='usage')
-          logger.write()
-      if save:
-        add_train(learner.flush())
-        checkpoint.save(int(step))
+      loop.tick(can_report=lambda: len(members.replay) > 0)
   except EnvCrashError:
     # An env that keeps failing ends the run; the checkpoint keeps the
     # progress, so the run resumes from here once the env is fixed.
-    finish()
+    loop.finish()
+    driver.close()
     raise
-  finish()
+  loop.finish()
+  driver.close()
   preempt.close()
-  if stopped_by:
-    raise Preempted(stopped_by, int(step))
+  if loop.stopped_by:
+    raise Preempted(loop.stopped_by, int(step))
 
 
 def resume(checkpoint, from_checkpoint=''):
@@ -180,43 +125,3 @@ def resume(checkpoint, from_checkpoint=''):
       raise FileNotFoundError(missing_checkpoint(from_checkpoint))
     print(f'Initialising the agent from {path}')
     checkpoint.load(path, keys=['agent'])
-
-
-class Timers:
-  """Measures env and train throughput between log calls."""
-
-  def __init__(self):
-    self.time = {'env': 0.0, 'train': 0.0}
-    self.last = None
-
-  def __call__(self, name):
-    timers = self
-
-    class Section:
-      def __enter__(self):
-        self.start = time.perf_counter()
-
-      def __exit__(self, *_):
-        timers.time[name] += time.perf_counter() - self.start
-    return Section()
-
-  def rates(self, step, updates, batch_steps):
-    now = time.perf_counter()
-    out = {}
-    if self.last:
-      prev_time, prev_step, prev_updates = self.last
-      dt = max(now - prev_time, 1e-9)
-      out['fps/env'] = (step - prev_step) / dt
-      out['fps/train'] = (updates - prev_updates) / dt
-      out['fps/replayed'] = out['fps/train'] * batch_steps
-      total = sum(self.time.values()) or 1.0
-      out.update({f'fps/frac_{k}': v / total for k, v in self.time.items()})
-    self.time = {k: 0.0 for k in self.time}
-    self.last = (now, step, updates)
-    return out
-
-
-def peak_memory():
-  import resource
-  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
-  return {'peak_rss_gb': rss}

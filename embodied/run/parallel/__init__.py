@@ -65,7 +65,8 @@ from embodied.core import Checkpoint, Preempted, Preemption
 from embodied.core.ratelimit import SamplesPerInsert
 
 from .. import common
-from ..train import peak_memory, resume
+from ..loop import Loop
+from ..train import resume
 from . import remote
 
 
@@ -78,7 +79,6 @@ class ParallelError(RuntimeError):
 
 def parallel(make_agent, make_replay, make_env, make_logger, args):
   logdir = elements.Path(args.logdir)
-  batch_steps = common.trained_steps(args)
   # Stop signals (SLURM's USR1 / TERM) reach the learner only: the other
   # processes ignore them, so the final snapshot can still be taken.
   preempt = Preemption()
@@ -87,8 +87,7 @@ def parallel(make_agent, make_replay, make_env, make_logger, args):
   step = None
   try:
     if 'learner' in job.roles:
-      step = _learn(job, make_agent, make_logger, args, logdir,
-                    batch_steps, preempt)
+      step = _learn(job, make_agent, make_logger, args, logdir, preempt)
     else:
       job.serve(preempt)
   finally:
@@ -100,8 +99,7 @@ def parallel(make_agent, make_replay, make_env, make_logger, args):
     print(f'Stopped by {preempt.signal}.')
 
 
-def _learn(job, make_agent, make_logger, args, logdir, batch_steps,
-           preempt):
+def _learn(job, make_agent, make_logger, args, logdir, preempt):
   agent = make_agent()
   logger = make_logger()
   step = logger.step
@@ -163,25 +161,17 @@ def _learn(job, make_agent, make_logger, args, logdir, batch_steps,
     replay.events.clear()
     step.load(max(int(step), replay.step))
 
-  should_log = elements.when.Clock(args.log_every)
-  should_save = elements.when.Clock(args.save_every, first=False)
-  should_sync = elements.when.Clock(args.sync_every, first=False)
-  should_report = elements.when.Clock(args.report_every, first=False) \
-      if args.report_every else (lambda: False)
-  rates = Rates(job)
-  agg = elements.Agg()
-  start = time.time()
-  sync = None
-
   def save():
-    # A prefetching Learner first writes back its outstanding step.
-    flush = getattr(learner, 'flush', None)
-    if flush:
-      agg.add(flush(), prefix='train')
     replay.snapshot()
     feed()
     step.load(replay.step)
     checkpoint.save(int(step))
+
+  rates = Rates(job)
+  loop = Loop(args, step, preempt, learner, [logger], save=save,
+              stats=lambda: [rates(learner.updates, replay, actor)])
+  should_sync = elements.when.Clock(args.sync_every, first=False)
+  sync = None
 
   print(f'Start training at step {int(step):,} (until {int(args.steps):,}).')
   pid = lambda proc: f' (pid {proc.pid})' if proc else ''
@@ -192,14 +182,10 @@ def _learn(job, make_agent, make_logger, args, logdir, batch_steps,
 
   while True:
     check()
-    if preempt.requested:
-      print(f'Stopping on {preempt.signal} at step {int(step):,}.')
-      break
-    if args.duration and time.time() - start > args.duration:
-      print(f'Stopping after run.duration={args.duration}s.')
+    if not loop.running():
       break
     try:
-      agg.add(learner(), prefix='train')
+      loop.train()
     except remote.Finished:
       break
     feed()
@@ -207,26 +193,10 @@ def _learn(job, make_agent, make_logger, args, logdir, batch_steps,
       if sync is not None:
         sync.result()  # Raises the actor's error, if any.
       sync = actor.call('params', pickle.dumps(agent.save()))
-    if should_report():
-      common.log_report(logger, agg, agent.report(learner.report_batch(
-          args.get('report_batch', args.batch_size),
-          args.get('report_length', args.batch_length))))
-    if should_log():
-      logger.add(agg.result())
-      logger.add(rates(int(step), learner.updates, batch_steps, replay,
-                       actor))
-      logger.add(learner.stats())
-      logger.add(peak_memory(), prefix='usage')
-      logger.write()
-    if should_save():
-      save()
+    loop.tick()
 
   feed()
-  logger.add(agg.result())
-  logger.add(rates(int(step), learner.updates, batch_steps, replay, actor))
-  logger.write()
-  save()
-  logger.close()
+  loop.finish()
   actor.close(timeout=1)
   replay.close()
   return int(step)
@@ -540,7 +510,8 @@ def check_processes(config, settings):
 
 
 class Rates:
-  """Per-process rates and wait fractions between log calls."""
+  """What the parallel script's log lines add to the loop's (replay, actor
+  and per-process rates and wait fractions between log calls)."""
 
   def __init__(self, job):
     self.job = job
@@ -548,7 +519,7 @@ class Rates:
     self.workers = {}  # worker -> counters at the last call
     self.restarts = 0
 
-  def __call__(self, step, updates, batch_steps, replay, actor):
+  def __call__(self, updates, replay, actor):
     now = time.perf_counter()
     out = {}
     stats = replay.stats()
@@ -559,14 +530,11 @@ class Rates:
                            what='reply from the actor to stats'))
     dt = None
     if self.last:
-      prev_time, prev_step, prev_updates, prev_wait = self.last
+      prev_time, prev_updates, prev_wait = self.last
       dt = max(now - prev_time, 1e-9)
-      out['fps/env'] = (step - prev_step) / dt
-      out['fps/train'] = (updates - prev_updates) / dt
-      out['fps/replayed'] = out['fps/train'] * batch_steps
-      out['parallel/learner_ups'] = out['fps/train']
+      out['parallel/learner_ups'] = (updates - prev_updates) / dt
       out['parallel/learner_wait_frac'] = (replay.wait_time - prev_wait) / dt
-    self.last = (now, step, updates, replay.wait_time)
+    self.last = (now, updates, replay.wait_time)
     # Env workers, from the counters each sends with its inserts (one
     # insert behind; a restarted worker has a new pid and starts from 0).
     total = {'env_time': 0.0, 'actor_wait': 0.0, 'insert_wait': 0.0,
