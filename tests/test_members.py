@@ -84,6 +84,19 @@ def tiny(members):
                     members=members)
 
 
+def test_members_start_as_their_one_seed_agents():
+  # Each member's initial state (parameters, slow critic copy, optimizer
+  # and normaliser state) is that of a one-seed agent with its seed.
+  model, obs, act = tiny_agent.make_model()
+  config = tiny_agent.make_config()
+  multi = ejax.Agent(model, obs, act, config, members=[11, 22]).save()
+  for k, seed in enumerate((11, 22)):
+    one = ejax.Agent(model, obs, act, config, seed=seed).save()
+    assert one.keys() == multi.keys()
+    for name, value in one.items():
+      np.testing.assert_array_equal(value, multi[name][k], err_msg=name)
+
+
 def test_members_are_independent():
   agent = tiny([11, 22, 33])
   init = agent.save()

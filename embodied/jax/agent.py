@@ -524,24 +524,30 @@ class Agent(base.Agent):
   def _init_state(self):
     """Create all state by tracing train() once on a tiny batch: parameter
     shapes do not depend on batch size or length, and policy() and report()
-    use the same modules."""
+    use the same modules. With members, each is initialised as a one-agent
+    run with its seed, by one initialiser called per seed: its compile time
+    does not grow with the members (a vmapped one grew ~linearly)."""
     data = self._dummy_batch(len(self.mesh.devices), 2 + self.config.replay_context)
+    init = nj.init(self.model.train)
+    after_init = getattr(self.model, 'after_init', None)
+    after_init = after_init and jax.jit(nj.pure(after_init))
+
+    def init_one(inputs, seed):
+      seed = np.array([seed, 0], np.uint32)
+      state = init({}, data, inputs, seed=seed)
+      if after_init:
+        state, _ = after_init(state, seed=seed)
+      return jax.tree.map(np.asarray, state)
+
+    inputs = self._inputs()
     if not self.members:
-      state = jax.tree.map(np.asarray, self._init_one(
-          data, self._inputs(), np.array([self.seed, 0], np.uint32)))
-    else:  # Each member as a one-agent run with its seed, in one trace.
-      seeds = np.array([[s, 0] for s in self.members], np.uint32)
-      state = jax.tree.map(np.asarray, jax.vmap(
-          lambda inputs, seed: self._init_one(data, inputs, seed))(
-              self._inputs(), seeds))
+      state = init_one(inputs, self.seed)
+    else:
+      states = [init_one(jax.tree.map(lambda x: x[k], inputs), seed)
+                for k, seed in enumerate(self.members)]
+      state = jax.tree.map(lambda *xs: np.stack(xs), *states)
     # Same seed, program and platform: equal values on every process.
     self.state = self._replicate(state)
-
-  def _init_one(self, data, inputs, seed):
-    state = nj.init(self.model.train)({}, data, inputs, seed=seed)
-    if hasattr(self.model, 'after_init'):
-      state, _ = nj.pure(self.model.after_init)(state, seed=seed)
-    return state
 
   def _build(self):
     jit = jax.jit if self.config.jax.jit else (lambda f, **kw: f)
