@@ -119,24 +119,14 @@ class Head(nj.Module):
 
   def __init__(self, space=None):
     self.space = space
+    self.mlp = nets.MLP(layers=self.layers, units=self.units, act=self.act,
+                        norm=self.norm, name='mlp')
 
   def __call__(self, feat):
-    return self._dist(self._mlp()(feat))
+    return self.dist(self.mlp(feat))
 
-  def first_linear(self, din):
-    """(kernel [din, units], bias) of the head's first linear layer, for
-    callers that compute that layer in a factored form."""
-    return self._mlp().first_linear(din)
-
-  def from_first_linear(self, pre):
-    """The output distribution given the first linear layer's output."""
-    return self._dist(self._mlp().after_first_linear(pre))
-
-  def _mlp(self):
-    return self.sub('mlp', nets.MLP, layers=self.layers, units=self.units,
-                    act=self.act, norm=self.norm)
-
-  def _dist(self, x):
+  def dist(self, x):
+    """The output layer and distribution on the MLP's features x."""
     if self.kind == 'twohot':
       logits = self.sub('out', nets.Linear, units=self.bins,
                         outscale=self.outscale)(x)
@@ -548,6 +538,12 @@ class Dreamer(nj.Module):
   def after_init(self):
     """The slow critic starts as a copy of the critic."""
     self._update_slow(rate=1.0)
+
+  def rename_checkpoint(self, data):
+    """A checkpoint's {name: value} under the names this code gives its
+    state, so that logdirs written before the RSSM's core became a
+    submodule still resume."""
+    return {self.dyn.current_name(k): v for k, v in data.items()}
 
   def _update_slow(self, rate=None):
     """slow <- (1 - rate) * slow + rate * critic, per parameter."""

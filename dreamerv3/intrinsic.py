@@ -316,7 +316,8 @@ class Intrinsic(nj.Module, Extension):
       return deter.astype(f32)[None] + self.members(x).astype(f32)
     if self.learn_strategy == 'ema':
       core = nj.pure(self.dyn.core, nested=True)
-      params = self._ema_params()
+      path = self.dyn.core.path
+      params = {f'{path}/{k}': v for k, v in self._ema_params().items()}
       return jax.vmap(lambda p: core(p, deter, stoch, action)[1])(params)
     if self.learn_strategy == 'perturbed_starts':
       noise = self.perturb_std * jax.random.normal(
@@ -405,14 +406,23 @@ class Intrinsic(nj.Module, Extension):
     kernel, bias = self.members.output()
     cdt = nets.COMPUTE_DTYPE
     feat = self.dyn.feat({'deter': deter, 'stoch': stoch_next})
-    w, b = self.rew.first_linear(feat.shape[-1])
+    mlp = self.rew.mlp
+    w, b = mlp.linears[0].params(feat.shape[-1])
     shared = feat.astype(cdt) @ w.astype(cdt) + b.astype(cdt)  # As Linear.
     w_deter = w[:deter.shape[-1]].astype(f32)
     fused = jnp.einsum('kud,dr->kur', kernel.astype(f32), w_deter)
     offset = bias.astype(f32) @ w_deter  # [K, head units]
     pre = shared[None].astype(f32) + jnp.einsum(
         'knu,kur->knr', hidden, fused.astype(cdt)).astype(f32) + offset[:, None]
-    return self.rew.from_first_linear(pre.astype(cdt)).pred().astype(f32)
+    # The head's MLP from its first layer's output on, as MLP.__call__
+    # runs it (rows flattened).
+    x = pre.astype(cdt).reshape((-1, pre.shape[-1]))
+    for i, (linear, norm) in enumerate(zip(mlp.linears, mlp.norms)):
+      if i > 0:
+        x = linear(x)
+      x = nets.act(mlp.act)(norm(x))
+    x = x.reshape((*pre.shape[:-1], x.shape[-1]))
+    return self.rew.dist(x).pred().astype(f32)
 
   def loss_weights(self, inputs):
     return {'repval': inputs['lambda']}
@@ -420,12 +430,12 @@ class Intrinsic(nj.Module, Extension):
   def after_train(self):
     if self.learn_strategy != 'ema':
       return
-    ctx = nj.context()
+    core = self.dyn.core.values
     rates = self._ema_rates()
-    for i, key in enumerate(self.dyn.core_keys()):
+    for i, name in enumerate(sorted(core)):
       old = self.read(f'ema{i}')
       rate = rates.reshape((-1,) + (1,) * (old.ndim - 1))
-      self.write(f'ema{i}', (1 - rate) * old + rate * ctx[key][None])
+      self.write(f'ema{i}', (1 - rate) * old + rate * core[name][None])
 
   def _scale(self, ext, b):
     """Running magnitudes of the extrinsic reward and the bonus (state kept
@@ -449,13 +459,13 @@ class Intrinsic(nj.Module, Extension):
         self.ensemble_size)).astype(f32)
 
   def _ema_params(self):
-    """{core key: [K, ...]} the EMA copies, created as copies of the core."""
-    ctx, K = nj.context(), self.ensemble_size
-    params = {}
-    for i, key in enumerate(self.dyn.core_keys()):
-      params[key] = self.value(
-          f'ema{i}', lambda k=key: jnp.repeat(ctx[k][None], K, 0))
-    return params
+    """{core parameter name (under the core's path): [K, ...]} the EMA
+    copies, created as copies of the core. Copy i is stored as ema{i},
+    the core's parameters counted in sorted order."""
+    core, K = self.dyn.core.values, self.ensemble_size
+    return {name: self.value(
+        f'ema{i}', lambda v=core[name]: jnp.repeat(v[None], K, 0))
+            for i, name in enumerate(sorted(core))}
 
 
 def check(config):

@@ -30,6 +30,55 @@ def prep_action(act_space, action):
   return jnp.concatenate(parts, -1)
 
 
+class Core(nj.Module):
+  """The block-GRU update of the RSSM's deterministic state: the next deter
+  [N, deter] from the current deter, stoch and the action consumed. A
+  module of its own, so that its parameters are those under its path
+  (`values`) and it can run with other parameters (nj.pure)."""
+
+  deter: int = 4096
+  hidden: int = 2048
+  blocks: int = 8
+  dynlayers: int = 1
+  norm: str = 'rms'
+  act: str = 'silu'
+
+  def __call__(self, deter, stoch, action):
+    g = self.blocks
+    stoch = stoch.reshape((stoch.shape[0], -1))
+    action = action / sg(jnp.maximum(1.0, jnp.abs(action)))
+    parts = []
+    for name, x in (('indeter', deter), ('instoch', stoch), ('inact', action)):
+      x = self.sub(name, nets.Linear, units=self.hidden)(x)
+      parts.append(nets.act(self.act)(
+          self.sub(name + 'norm', nets.Norm, kind=self.norm)(x)))
+    x = jnp.concatenate(parts, -1)
+    b = x.shape[0]
+    x = jnp.broadcast_to(x[:, None], (b, g, x.shape[-1]))
+    x = jnp.concatenate([
+        deter.reshape(b, g, -1).astype(x.dtype), x], -1).reshape(b, -1)
+    for i in range(self.dynlayers):
+      x = self.sub(f'dyn{i}', nets.BlockLinear, units=self.deter, blocks=g)(x)
+      x = nets.act(self.act)(self.sub(f'dyn{i}norm', nets.Norm, kind=self.norm)(x))
+    # Gates stay block-major ([blocks, N, 3 * D / blocks]) so the update
+    # below runs on contiguous memory; one transpose at the end.
+    x = self.sub('gates', nets.BlockLinear, units=3 * self.deter, blocks=g)(
+        x, block_major=True)
+    x = x.astype(f32).reshape(g, b, 3, -1)
+    reset, cand, update = x[:, :, 0], x[:, :, 1], x[:, :, 2]
+    reset = jax.nn.sigmoid(reset)
+    cand = jnp.tanh(reset * cand)
+    update = jax.nn.sigmoid(update - 1)
+    deter = deter.astype(f32).reshape(b, g, -1).transpose(1, 0, 2)
+    deter = update * cand + (1 - update) * deter
+    return deter.transpose(1, 0, 2).reshape(b, -1)
+
+
+# The core's layers as named in checkpoints written while they sat directly
+# under the RSSM ('<rssm>/gates/kernel', now '<rssm>/core/gates/kernel').
+_CORE_LAYERS = r'(?:indeter|instoch|inact|dyn\d+|gates)(?:norm)?'
+
+
 class RSSM(nj.Module):
   """Recurrent state-space model with a block-diagonal GRU-style
   deterministic state and categorical stochastic latents."""
@@ -50,6 +99,17 @@ class RSSM(nj.Module):
 
   def __init__(self, act_space):
     self.act_space = act_space
+    self.core = Core(
+        deter=self.deter, hidden=self.hidden, blocks=self.blocks,
+        dynlayers=self.dynlayers, norm=self.norm, act=self.act, name='core')
+
+  def current_name(self, key):
+    """The name under which this code keeps a state entry that a checkpoint
+    stores as `key`: older checkpoints hold the core's parameters directly
+    under the RSSM. Matched anywhere in the key, since the optimizer's
+    moments carry their parameter's full name in theirs."""
+    return re.sub(rf'(^|/){re.escape(self.path)}/({_CORE_LAYERS})/',
+                  rf'\g<1>{self.core.path}/\g<2>/', key)
 
   def initial(self, batch_size):
     return {'deter': jnp.zeros((batch_size, self.deter), f32),
@@ -137,46 +197,6 @@ class RSSM(nj.Module):
     carry = jax.tree.map(
         lambda x: x * keep.reshape((-1,) + (1,) * (x.ndim - 1)), carry)
     return carry, action * keep[:, None]
-
-  def core_keys(self):
-    """Names of the deterministic core's parameters (core()), as in the
-    ninjax state."""
-    prefix = self.path + '/'
-    pattern = r'(indeter|instoch|inact|dyn\d+|gates)(norm)?/\w+'
-    return sorted(k for k in nj.context() if k.startswith(prefix) and
-                  re.fullmatch(pattern, k[len(prefix):]))
-
-  def core(self, deter, stoch, action):
-    """The block-GRU update of the deterministic state: the next deter
-    [N, deter] from the current deter, stoch and the action consumed."""
-    g = self.blocks
-    stoch = stoch.reshape((stoch.shape[0], -1))
-    action = action / sg(jnp.maximum(1.0, jnp.abs(action)))
-    parts = []
-    for name, x in (('indeter', deter), ('instoch', stoch), ('inact', action)):
-      x = self.sub(name, nets.Linear, units=self.hidden)(x)
-      parts.append(nets.act(self.act)(
-          self.sub(name + 'norm', nets.Norm, kind=self.norm)(x)))
-    x = jnp.concatenate(parts, -1)
-    b = x.shape[0]
-    x = jnp.broadcast_to(x[:, None], (b, g, x.shape[-1]))
-    x = jnp.concatenate([
-        deter.reshape(b, g, -1).astype(x.dtype), x], -1).reshape(b, -1)
-    for i in range(self.dynlayers):
-      x = self.sub(f'dyn{i}', nets.BlockLinear, units=self.deter, blocks=g)(x)
-      x = nets.act(self.act)(self.sub(f'dyn{i}norm', nets.Norm, kind=self.norm)(x))
-    # Gates stay block-major ([blocks, N, 3 * D / blocks]) so the update
-    # below runs on contiguous memory; one transpose at the end.
-    x = self.sub('gates', nets.BlockLinear, units=3 * self.deter, blocks=g)(
-        x, block_major=True)
-    x = x.astype(f32).reshape(g, b, 3, -1)
-    reset, cand, update = x[:, :, 0], x[:, :, 1], x[:, :, 2]
-    reset = jax.nn.sigmoid(reset)
-    cand = jnp.tanh(reset * cand)
-    update = jax.nn.sigmoid(update - 1)
-    deter = deter.astype(f32).reshape(b, g, -1).transpose(1, 0, 2)
-    deter = update * cand + (1 - update) * deter
-    return deter.transpose(1, 0, 2).reshape(b, -1)
 
   def _prior(self, deter):
     x = deter.astype(nets.COMPUTE_DTYPE)

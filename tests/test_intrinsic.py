@@ -381,9 +381,11 @@ def strategy_state(model, ext, seed=0):
 
 
 def core_params(model, state):
-  """{core key: float64 array} and the prefix-free names np_core reads."""
-  keys = nj.pure(model.dyn.core_keys)(state)[1]
-  prefix = model.dyn.path + '/'
+  """The core's state keys (sorted) and a map from their values to the
+  prefix-free names np_core reads."""
+  prefix = model.dyn.core.path + '/'
+  keys = sorted(prefix + k for k in nj.pure(
+      lambda: model.dyn.core.values)(state)[1])
   assert keys and all(k.startswith(prefix) for k in keys)
   return keys, lambda values: {
       k[len(prefix):]: np.asarray(v, np.float64)
@@ -471,7 +473,7 @@ def identity_core(state, model):
   """Parameters under which the core returns its deter input: all gates at
   -100, so the update gate is sigmoid(-101) = 0 in float32."""
   probe = dict(state)
-  prefix = model.dyn.path + '/gates/'
+  prefix = model.dyn.core.path + '/gates/'
   probe[prefix + 'kernel'] = jnp.zeros_like(state[prefix + 'kernel'])
   probe[prefix + 'bias'] = jnp.full_like(state[prefix + 'bias'], -100.0)
   return probe
@@ -821,3 +823,21 @@ def test_resume_restores_members_and_schedule(agent):
   assert host.steps == 1234 and list(host.emas) == list(
       collections.deque(saved_host['intrinsic']['emas']))
   assert agent.host.save() == saved_host
+
+
+def test_loads_a_checkpoint_with_the_core_under_the_rssm(agent):
+  """A checkpoint written while the core's layers sat directly under the
+  RSSM ('agent/dyn/gates/kernel', and so in the optimizer's names) loads
+  into the core submodule: its logdir resumes."""
+  saved = agent.save()
+  core = [k for k in saved if 'agent/dyn/core/' in k]
+  assert any(k.startswith('agent/dyn/core/') for k in core)
+  assert any(k.startswith('agent/opt/') for k in core)
+  old = {k.replace('agent/dyn/core/', 'agent/dyn/'): v
+         for k, v in saved.items()}
+  assert not set(old) & set(core)
+  agent.train(image_batch(agent, 11))
+  assert any(not np.array_equal(agent.save()[k], saved[k]) for k in core)
+  agent.load(old)
+  for key, value in agent.save().items():
+    np.testing.assert_array_equal(value, saved[key], err_msg=key)

@@ -382,3 +382,24 @@ def test_xla_kernel_gradient_equals_gemm():
   np.testing.assert_allclose(nets._xla_kernel_grad(x, dy, 5),
                              nets._gemm_kernel_grad(x, dy, 5),
                              rtol=1e-4, atol=1e-4)
+
+
+def test_mlp_layers_are_addressable_submodules():
+  """linears[i] and norms[i] are the MLP's layers (parameters under
+  linear{i} and norm{i}): running them in order with the activation is the
+  MLP, so a caller can compute a layer in another form and go on."""
+  rng = np.random.default_rng(15)
+  x = rand(rng, 6, 4)
+  mlp = nets.MLP(layers=2, units=5, act='silu', norm='rms', name='mlp')
+  state, out = run(mlp, x)
+  assert [m.path for m in mlp.linears] == ['mlp/linear0', 'mlp/linear1']
+  assert [m.path for m in mlp.norms] == ['mlp/norm0', 'mlp/norm1']
+
+  def by_layers(x):
+    for linear, norm in zip(mlp.linears, mlp.norms):
+      x = nets.act(mlp.act)(norm(linear(x)))
+    return x
+
+  _, got = nj.pure(by_layers)(state, x)
+  np.testing.assert_array_equal(got, out)
+  assert nets.MLP(layers=0, name='none').linears == []

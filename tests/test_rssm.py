@@ -223,6 +223,29 @@ def test_imagine_shapes_and_img_step_consistency(rssm):
   assert feat.shape == (B * T, H + 1, 16 + 12)
 
 
+def test_core_is_a_submodule_holding_its_parameters(rssm):
+  """The block GRU is the submodule `core`: its parameters are all under
+  its path, no other layer's are. Checkpoint names from when its layers
+  sat directly under the RSSM map onto it, for parameters and for the
+  optimizer moments that carry a parameter's name; other names stay."""
+  model, state = rssm.model, rssm.state
+  core = nj.pure(lambda: model.core.values)(state)[1]
+  assert {k.split('/')[0] for k in core} == {
+      'indeter', 'instoch', 'inact', 'indeternorm', 'instochnorm',
+      'inactnorm', 'dyn0', 'dyn0norm', 'gates'}
+  inside = {k for k in state if k.startswith('rssm/core/')}
+  assert inside == {f'rssm/core/{k}' for k in core}
+  assert {k.split('/')[1] for k in set(state) - inside} == {
+      'obs0', 'obs0norm', 'obslogit', 'img0', 'img0norm', 'img1',
+      'img1norm', 'imglogit'}
+  for key in state:
+    old = key.replace('rssm/core/', 'rssm/')
+    assert model.current_name(old) == key
+    assert model.current_name(key) == key
+    assert model.current_name(f'opt/1/mom/{old}') == f'opt/1/mom/{key}'
+  assert model.current_name('other/gates/kernel') == 'other/gates/kernel'
+
+
 def test_prep_action():
   space = {'b': elements.Space(np.int32, (), 0, 4),
            'a': elements.Space(np.float32, (2,), -1, 1)}

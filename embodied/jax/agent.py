@@ -7,6 +7,9 @@ The model is a ninjax module with methods
   report(data, inputs) -> metrics
   uncertainty(data) -> [B, T] per-step values (optional; no state change)
   after_init() (optional): adjusts the freshly created state once
+  rename_checkpoint(data) (optional): a checkpoint's {name: value} under the
+    names the model now gives its state (load() applies it, so that logdirs
+    written before a renaming still resume)
 and optionally an attribute `host`: per-run host state whose inputs()
 ({name: {key: array}}, fixed shapes) enter train() and report() as
 replicated input arrays on every call, so new values never recompile.
@@ -406,6 +409,9 @@ class Agent(base.Agent):
             for k, v in self.state.items()}
 
   def load(self, data):
+    rename = getattr(self.model, 'rename_checkpoint', None)
+    if rename:
+      data = rename(data)
     have = {k: (v.shape, v.dtype) for k, v in self.state.items()}
     got = {k: (np.shape(v), np.asarray(v).dtype) for k, v in data.items()}
     if self.members and set(got) == set(have) and all(

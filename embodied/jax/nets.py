@@ -132,36 +132,33 @@ class Norm(nj.Module):
 
 
 class MLP(nj.Module):
+  """`layers` times Linear -> Norm -> activation. The layers are submodules
+  (linears[i], norms[i]), so that a caller can compute a layer in another
+  form, e.g. the first one factored, and run the rest itself."""
 
   layers: int = 2
   units: int = 256
   act: str = 'silu'
   norm: str = 'rms'
 
+  def __init__(self):
+    self.linears = [Linear(units=self.units, name=f'linear{i}')
+                    for i in range(self.layers)]
+    self.norms = [Norm(kind=self.norm, name=f'norm{i}')
+                  for i in range(self.layers)]
+
   def __call__(self, x):
+    x = x.astype(COMPUTE_DTYPE)
     if not self.layers:
-      return x.astype(COMPUTE_DTYPE)
-    return self.after_first_linear(self._linear(0)(
-        x.astype(COMPUTE_DTYPE)))
-
-  def first_linear(self, din):
-    """(kernel, bias) of the first linear layer, for callers that compute
-    that layer in a factored form."""
-    return self._linear(0).params(din)
-
-  def after_first_linear(self, x):
-    """The MLP's output given its first linear layer's output x."""
+      return x
+    x = self.linears[0](x)
     shape = x.shape[:-1]
-    x = x.astype(COMPUTE_DTYPE).reshape((-1, x.shape[-1]))
-    for i in range(self.layers):
+    x = x.reshape((-1, x.shape[-1]))
+    for i, (linear, norm) in enumerate(zip(self.linears, self.norms)):
       if i > 0:
-        x = self._linear(i)(x)
-      x = self.sub(f'norm{i}', Norm, kind=self.norm)(x)
-      x = act(self.act)(x)
+        x = linear(x)
+      x = act(self.act)(norm(x))
     return x.reshape((*shape, x.shape[-1]))
-
-  def _linear(self, i):
-    return self.sub(f'linear{i}', Linear, units=self.units)
 
 
 # Convolutions: SAME padding, stride 1, through lax.conv_general_dilated.
