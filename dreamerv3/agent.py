@@ -221,7 +221,7 @@ class Dreamer(nj.Module):
     self.slowval = Head(**c.value, name='slowval')
     self.retnorm = Normalize(**c.retnorm, name='retnorm')
     # Extensions first: the optimizer trains their modules too.
-    self.exts = extensions.install(self, c.extensions, c.ext)
+    self.exts = extensions.install(self, c.extensions, c.extension_views)
     self.opt = Optimizer(
         [self.enc, self.dyn, self.dec, self.rew, self.con, self.pol,
          self.val] + [m for e in self.exts for m in e.modules],

@@ -2,11 +2,14 @@
 compared with a logdir's. main.py turns it into objects.
 
 `parse(argv)` applies the blocks named by --configs over `defaults` (plus
-the new keys extension modules declare), then the --key value overrides;
-every error names the block, key or value. This module also owns the
-top-level keys (seed, batch, run.seeds, logger, how replay is built) and
-their checks (dreamerv3/validate.py asks it like every other owner), the
-rules for resuming a logdir, and `Seeds`: run.seeds parsed once.
+the namespaces extension modules declare), then the --key value overrides;
+every error names the block, key or value. Older key names that extension
+modules declare (ALIASES) are renamed by `rename` wherever a key is given:
+on the command line, in blocks and in a logdir's saved config. This module
+also owns the top-level keys (seed, batch, run.seeds, logger, how replay is
+built) and their checks (dreamerv3/validate.py asks it like every other
+owner), the rules for resuming a logdir, and `Seeds`: run.seeds parsed
+once.
 """
 
 import importlib
@@ -197,13 +200,17 @@ def parse(argv, blocks=None):
       raise ConfigError(
           f"Unknown config block '{name}'. Available blocks: "
           f"{', '.join(k for k in blocks if k != 'defaults')}")
-  config = elements.Config(_with_extensions(blocks, names, other))
+  defaults, aliases = _with_extensions(blocks, names, other)
+  config = elements.Config(defaults)
+  known = config.flat
   for name in names:
+    block = renamed(_flat(blocks[name]), aliases, known)
     try:
-      _check_bools(config, blocks[name], name)
-      config = config.update(blocks[name])
+      _check_bools(config, block, name)
+      config = config.update(block)
     except (KeyError, TypeError) as e:
       raise ConfigError(f"In config block '{name}': {_msg(e)}") from None
+  other = _renamed_argv(other, aliases, known)
   try:
     config = elements.Flags(config).parse(other)
   except (KeyError, TypeError, ValueError) as e:
@@ -215,9 +222,15 @@ def parse(argv, blocks=None):
 
 
 def _with_extensions(blocks, names, argv):
-  """The defaults plus the new keys (DEFAULTS) of the extension modules
-  that --extensions or a block names."""
-  from dreamerv3 import extensions
+  """(defaults, aliases): the defaults plus the namespaces (DEFAULTS) of the
+  extension modules, built-in and named by --extensions or a block, and
+  their ALIASES."""
+  return declared(blocks['defaults'], extension_specs(argv, blocks, names))
+
+
+def extension_specs(argv, blocks, names=()):
+  """The `extensions` value of the command line: --extensions in argv, else
+  the last of the blocks `names` that sets it, else the defaults'."""
   specs = blocks['defaults'].get('extensions', '')
   for name in names:
     specs = blocks[name].get('extensions', specs)
@@ -226,21 +239,114 @@ def _with_extensions(blocks, names, argv):
       specs = argv[i + 1]
     elif arg.startswith('--extensions='):
       specs = arg.split('=', 1)[1]
-  defaults = dict(blocks['defaults'])
+  return specs
+
+
+def declared(defaults, specs=''):
+  """(defaults plus every extension's namespace, {older key: key}) of the
+  built-in extensions and the comma-separated `specs`. ConfigError naming
+  a key that two of them, or an extension and the defaults, declare."""
+  from dreamerv3 import extensions
+  names = extensions.specs({'extensions': specs})
   try:
-    modules = extensions.modules({'extensions': specs})
-  except (ImportError, OSError, SyntaxError) as e:
+    modules = [extensions.load(spec) for spec in names]
+    declares = [extensions.defaults(module) for module in modules]
+  except (ImportError, OSError, SyntaxError, TypeError,
+          yaml.YAMLError) as e:
     raise ConfigError(
         f'extensions: cannot load {specs!r} ({type(e).__name__}: {e})'
     ) from None
-  for module in modules:
-    for key, value in getattr(module, 'DEFAULTS', {}).items():
-      if key in defaults:
+  defaults = dict(defaults)
+  owner = {key: 'configs.yaml' for key in defaults}
+  aliases, alias_owner = {}, {}
+  for spec, module, tree in zip(names, modules, declares):
+    space = extensions.short(spec)
+    for key, value in tree.items():
+      if key != space:
         raise ConfigError(
-            f"extension {module.__name__} declares the config key '{key}', "
-            'which exists already')
-      defaults[key] = value
-  return defaults
+            f"extension {spec} declares the config key '{key}': an "
+            f"extension's keys go under its own name, '{space}'")
+      if key in owner:
+        raise ConfigError(
+            f"extension {spec} declares the config key '{key}', which "
+            f'{owner[key]} declares already')
+      owner[key], defaults[key] = spec, value
+    for old, new in getattr(module, 'ALIASES', {}).items():
+      if old in aliases:
+        raise ConfigError(
+            f"extension {spec} declares the alias '{old}', which "
+            f'{alias_owner[old]} declares already')
+      if new.split('.')[0] != space:
+        raise ConfigError(
+            f"extension {spec} aliases '{old}' to '{new}', outside its own "
+            f"keys '{space}.*'")
+      aliases[old], alias_owner[old] = new, spec
+  flat = elements.Config(defaults).flat
+  for old in aliases:
+    if any(k == old or k.startswith(old + '.') for k in flat):
+      raise ConfigError(
+          f"extension {alias_owner[old]} declares the alias '{old}', which "
+          'is a config key')
+  return defaults, aliases
+
+
+def rename(key, aliases):
+  """The key an older name stands for: the longest alias that is the key
+  or a prefix of it (at a dot) replaced by its target; the key itself when
+  no alias matches."""
+  for old in sorted(aliases, key=len, reverse=True):
+    if key == old or key.startswith(old + '.'):
+      return aliases[old] + key[len(old):]
+  return key
+
+
+def _renamed_key(key, aliases, known):
+  # Only into a known key, so that an error names a wrong key as typed;
+  # regex keys match today's names themselves.
+  if elements.Config.IS_PATTERN.match(key):
+    return key
+  new = rename(key, aliases)
+  return new if new in known else key
+
+
+def renamed(flat, aliases, known):
+  """{key: value} with older key names renamed into the known keys."""
+  return {_renamed_key(k, aliases, known): v for k, v in flat.items()}
+
+
+def _renamed_argv(argv, aliases, known):
+  """Command-line flags (--key value, --key=value) with older key names
+  renamed into the known keys."""
+  out = []
+  for arg in argv:
+    if arg.startswith('--'):
+      key, eq, value = arg[2:].partition('=')
+      arg = f'--{_renamed_key(key, aliases, known)}{eq}{value}'
+    out.append(arg)
+  return out
+
+
+def _flat(block, prefix=''):
+  """A config block as {dotted key: value}; a regex key keeps its value."""
+  out = {}
+  for key, value in block.items():
+    full = f'{prefix}.{key}' if prefix else key
+    if (isinstance(value, dict) and value and
+        not elements.Config.IS_PATTERN.match(full)):
+      out.update(_flat(value, full))
+    else:
+      out[full] = value
+  return out
+
+
+def load_logdir_config(logdir, config):
+  """A logdir's saved config.yaml as {key: value}, keys under today's names
+  (the aliases of config's extensions), or None without one."""
+  path = elements.Path(logdir) / 'config.yaml'
+  if not path.exists():
+    return None
+  _, aliases = declared({}, config.get('extensions', ''))
+  return renamed(elements.Config.load(path).flat, aliases, config.flat)
 
 
 def _check_bools(config, block, name, prefix=''):
@@ -297,10 +403,9 @@ def structural_keys(config):
 
 def check_logdir(config, logdir):
   """Refuse to resume a logdir whose saved config differs in structure."""
-  path = elements.Path(logdir) / 'config.yaml'
-  if not path.exists():
+  old = load_logdir_config(logdir, config)
+  if old is None:
     return
-  old = elements.Config.load(path).flat
   new = config.flat
   rules = structural_keys(config)
   diffs = []

@@ -4,11 +4,19 @@ Built-in extensions are listed in BUILTIN; more modules plug in without
 editing any file with `--extensions NAME_OR_PATH[,...]` (an importable
 module name or the path of a .py file). An extension module declares, in
 one place:
-  CONFIG            the config paths it reads (whole sub-trees, e.g.
-                    ('dynamics',)); install() gets a config holding just
-                    these, under the same paths
-  DEFAULTS          (optional) {top-level key: defaults} of new config keys
-                    it adds; built-in extensions keep theirs in configs.yaml
+  CONFIG            the config paths it reads (whole sub-trees, usually
+                    its namespace, e.g. ('masking',)); install() gets a
+                    config holding just these, under the same paths
+  DEFAULTS          (optional) YAML text of its config namespace: one
+                    top-level key, the module's short name (short()), with
+                    every key's default and a one-line `#` comment that
+                    `main.py --help NAME` shows; the only place its defaults
+                    live (classes take them from the config)
+  ALIASES           (optional) {older key or key prefix: key in its
+                    namespace}: the names the method's paper and code use,
+                    accepted wherever a key is given (command line, config
+                    blocks, an older logdir's config.yaml); the longest
+                    matching prefix wins
   RANGES, CHOICES, check(config), check_spaces(config, obs_space)
                     its config checks, run before the logdir is touched (see
                     dreamerv3/validate.py)
@@ -25,7 +33,8 @@ one place:
 An Extension object fills any of the seams below; the defaults leave the
 plain agent unchanged. Extensions apply in the order of BUILTIN, then of
 --extensions.
-  name              prefix of its metrics and key of its host inputs
+  name              prefix of its metrics and key of its host inputs: its
+                    namespace (the module's short name)
   modules           trainable ninjax modules; the agent's optimizer trains
                     them together with the agent's own networks
   loss_scales       {loss name: scale} of the terms losses() returns
@@ -60,6 +69,7 @@ import os
 import sys
 
 import elements
+import ruamel.yaml as yaml
 
 # Built-in extension modules, in the order their seams apply.
 BUILTIN = ('dreamerv3.masking', 'dreamerv3.intrinsic', 'dreamerv3.priority')
@@ -96,6 +106,15 @@ def short(spec):
 
 def modules(config=None):
   return [load(spec) for spec in specs(config)]
+
+
+def defaults(module):
+  """{namespace: default tree} that the module declares (DEFAULTS)."""
+  text = getattr(module, 'DEFAULTS', '')
+  if not isinstance(text, str):
+    raise TypeError(f'{module.__name__}.DEFAULTS must be YAML text, got '
+                    f'{type(text).__name__}')
+  return yaml.YAML(typ='safe').load(text) or {}
 
 
 def structural(config=None):

@@ -17,8 +17,9 @@ t'..t+L, which is what the lambda-return over the imagined rollout already
 does (and that sum has L + 1 terms over L and runs past the rollout's
 end), so there is no second window.
 
-Options (config `agent.use_intrinsic`, default False, and `agent.intrinsic.*`,
-DreamerV3-XP's names where it has them):
+Options (config `intrinsic.*`, switched on by `intrinsic.enabled`; their
+defaults are DEFAULTS below; DreamerV3-XP's names where it has them, and its
+flags `agent.use_intrinsic` and `agent.intrinsic.*` are aliases):
   ensemble_size       K members (at least 2).
   learn_strategy      how the members differ:
     joint_mlp         K MLPs (`layers` hidden layers of `units`, RMSNorm,
@@ -81,8 +82,8 @@ Metrics: intrinsic/reward_ext, intrinsic/reward_intr, intrinsic/reward_mean,
 intrinsic/disagreement (the bonus before scaling), intrinsic/scale,
 intrinsic/lambda, intrinsic/env_steps, intrinsic/ensemble_loss (joint_mlp).
 
-With use_intrinsic False nothing is installed: parameters, loss and random
-draws are the plain agent's.
+With intrinsic.enabled False nothing is installed: parameters, loss and
+random draws are the plain agent's.
 """
 
 import collections
@@ -105,27 +106,70 @@ LEARN = ('joint_mlp', 'ema', 'perturbed_starts')
 EXPLORATION = ('reward_variance', 'state_disagreement')
 REWARDS = ('disagreement', 'prediction_error', 'max_disagreement')
 SCHEDULES = ('constant', 'exp_decay', 'slope_ema')
-CONFIG = ('agent.use_intrinsic', 'agent.intrinsic')
+CONFIG = ('intrinsic',)
+# The one place of the defaults: Intrinsic and Ensemble get every option from
+# the config (their fields have no defaults of their own).
+DEFAULTS = """
+# Latent reward disagreement (DreamerV3-XP, dreamerv3/intrinsic.py; every
+# option is defined in its docstring): K dynamics members imagine next
+# states, reward = lambda * r_ext + (1 - lambda) * r_intr.
+intrinsic:
+  enabled: False                  # install the extension (off: plain agent)
+  ensemble_size: 5                # K members (at least 2)
+  learn_strategy: joint_mlp       # joint_mlp | ema | perturbed_starts
+  # reward_variance | state_disagreement (Plan2Explore: on next states)
+  exploration_type: reward_variance
+  # disagreement | prediction_error | max_disagreement
+  reward_type: disagreement
+  add_mean: True                  # r_intr includes the members' mean reward
+  scheduling_strategy: exp_decay  # constant | exp_decay | slope_ema
+  # constant: the value; exp_decay: the start; slope_ema: until the window
+  # fills
+  lambda_start: 0.5
+  lambda_end: 0.99                # exp_decay: 1 - lambda decays to 1 - this
+  decay_steps: 1e5                # exp_decay: e-folding time in env steps
+  ema_alpha: 0.05                 # slope_ema: EMA rate over episode returns
+  window: 50                      # slope_ema: episodes in the slope window
+  temperature: 1.0                # slope_ema: lambda = sigmoid(slope / this)
+  lambda_min: 0.0                 # slope_ema: lower clip bound of lambda
+  lambda_max: 1.0                 # slope_ema: upper clip bound of lambda
+  # Rescale the bonus to the extrinsic reward's magnitude.
+  normalize: True
+  scale: 1.0                      # factor on the (normalised) bonus
+  scale_rate: 0.01                # EMA rate of the magnitudes
+  scale_floor: 0.01               # least extrinsic magnitude in the scale
+  loss_scale: 1.0                 # joint_mlp: scale of the ensemble loss
+  units: 1024                     # joint_mlp: member MLP width
+  layers: 2                       # joint_mlp: member hidden layers
+  ema_rate_min: 0.001             # ema: slowest member rate (geometric to max)
+  ema_rate_max: 0.1               # ema: fastest member rate
+  perturb_std: 0.1                # perturbed_starts: std of the deter noise
+"""
+# DreamerV3-XP's flags.
+ALIASES = {
+    'agent.use_intrinsic': 'intrinsic.enabled',
+    'agent.intrinsic': 'intrinsic',
+}
 RANGES = (
-    (r'agent\.intrinsic\.ensemble_size', 'int', 2, None),
-    (r'agent\.intrinsic\.window', 'int', 2, None),
-    (r'agent\.intrinsic\.lambda_(start|end|min|max)', 'number', 0, 1),
-    (r'agent\.intrinsic\.(ema_alpha|scale_rate|ema_rate_min|ema_rate_max)',
+    (r'intrinsic\.ensemble_size', 'int', 2, None),
+    (r'intrinsic\.window', 'int', 2, None),
+    (r'intrinsic\.lambda_(start|end|min|max)', 'number', 0, 1),
+    (r'intrinsic\.(ema_alpha|scale_rate|ema_rate_min|ema_rate_max)',
      'number', 1e-9, 1),
-    (r'agent\.intrinsic\.(decay_steps|temperature)', 'number', 1e-9, None),
-    (r'agent\.intrinsic\.(units|layers)', 'int', 1, None),
+    (r'intrinsic\.(decay_steps|temperature)', 'number', 1e-9, None),
+    (r'intrinsic\.(units|layers)', 'int', 1, None),
 )
 CHOICES = {
-    'agent.intrinsic.learn_strategy': LEARN,
-    'agent.intrinsic.exploration_type': EXPLORATION,
-    'agent.intrinsic.reward_type': REWARDS,
-    'agent.intrinsic.scheduling_strategy': SCHEDULES,
+    'intrinsic.learn_strategy': LEARN,
+    'intrinsic.exploration_type': EXPLORATION,
+    'intrinsic.reward_type': REWARDS,
+    'intrinsic.scheduling_strategy': SCHEDULES,
 }
 # Keys that shape the extension's state. Logdirs written before the keys
 # existed had no intrinsic modules.
 STRUCTURAL = (
-    (r'agent\.use_intrinsic', False),
-    (r'agent\.intrinsic\.(ensemble_size|learn_strategy|units|layers)', None),
+    (r'intrinsic\.enabled', False),
+    (r'intrinsic\.(ensemble_size|learn_strategy|units|layers)', None),
 )
 
 
@@ -220,9 +264,9 @@ class Ensemble(nj.Module):
   """K MLPs with stacked parameters ([K, ...] per tensor) on one shared
   input: one batched matmul per layer for all members."""
 
-  size: int = 5
-  layers: int = 2
-  units: int = 256
+  size: int
+  layers: int
+  units: int
   eps: float = 1e-4
 
   def __init__(self, outdim):
@@ -266,30 +310,31 @@ class Intrinsic(nj.Module, Extension):
   """The extension: fills the losses (joint_mlp), imag_reward and
   loss_weights seams and keeps the Schedule as host state."""
 
-  ensemble_size: int = 5
-  learn_strategy: str = 'joint_mlp'
-  exploration_type: str = 'reward_variance'
-  reward_type: str = 'disagreement'
-  add_mean: bool = True
-  scheduling_strategy: str = 'exp_decay'
-  lambda_start: float = 0.5
-  lambda_end: float = 0.99
-  decay_steps: float = 1e5
-  ema_alpha: float = 0.05
-  window: int = 50
-  temperature: float = 1.0
-  lambda_min: float = 0.0
-  lambda_max: float = 1.0
-  normalize: bool = True
-  scale: float = 1.0
-  scale_rate: float = 0.01
-  scale_floor: float = 0.01
-  loss_scale: float = 1.0
-  units: int = 256
-  layers: int = 2
-  ema_rate_min: float = 0.001
-  ema_rate_max: float = 0.1
-  perturb_std: float = 0.1
+  # The keys of DEFAULTS but `enabled`, all given by install().
+  ensemble_size: int
+  learn_strategy: str
+  exploration_type: str
+  reward_type: str
+  add_mean: bool
+  scheduling_strategy: str
+  lambda_start: float
+  lambda_end: float
+  decay_steps: float
+  ema_alpha: float
+  window: int
+  temperature: float
+  lambda_min: float
+  lambda_max: float
+  normalize: bool
+  scale: float
+  scale_rate: float
+  scale_floor: float
+  loss_scale: float
+  units: int
+  layers: int
+  ema_rate_min: float
+  ema_rate_max: float
+  perturb_std: float
 
   def __init__(self, dyn, rew, act_space):
     self.dyn, self.rew, self.act_space = dyn, rew, act_space
@@ -469,24 +514,24 @@ class Intrinsic(nj.Module, Extension):
 
 
 def check(config):
-  c = config.agent.intrinsic
+  c = config.intrinsic
   if c.lambda_min > c.lambda_max:
-    return (f'agent.intrinsic.lambda_min ({c.lambda_min}) must be at most '
-            f'agent.intrinsic.lambda_max ({c.lambda_max})')
+    return (f'intrinsic.lambda_min ({c.lambda_min}) must be at most '
+            f'intrinsic.lambda_max ({c.lambda_max})')
   if c.ema_rate_min > c.ema_rate_max:
-    return (f'agent.intrinsic.ema_rate_min ({c.ema_rate_min}) must be at '
-            f'most agent.intrinsic.ema_rate_max ({c.ema_rate_max})')
-  if (config.agent.use_intrinsic and c.learn_strategy == 'joint_mlp' and
-      config.batch_length < 2):
-    return (f'agent.intrinsic.learn_strategy joint_mlp trains on pairs of '
+    return (f'intrinsic.ema_rate_min ({c.ema_rate_min}) must be at '
+            f'most intrinsic.ema_rate_max ({c.ema_rate_max})')
+  if c.enabled and c.learn_strategy == 'joint_mlp' and config.batch_length < 2:
+    return (f'intrinsic.learn_strategy joint_mlp trains on pairs of '
             f'steps: batch_length must be at least 2, got '
             f'{config.batch_length}')
   return None
 
 
 def install(agent, config):
-  """The extension on the agent, or None when agent.use_intrinsic is off."""
-  if not config.agent.use_intrinsic:
+  """The extension on the agent, or None when intrinsic.enabled is off."""
+  options = dict(config.intrinsic)
+  if not options.pop('enabled'):
     return None
-  return Intrinsic(agent.dyn, agent.rew, agent.act_space,
-                   **config.agent.intrinsic, name='intrinsic')
+  return Intrinsic(agent.dyn, agent.rew, agent.act_space, **options,
+                   name='intrinsic')

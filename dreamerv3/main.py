@@ -48,7 +48,7 @@ def agent_config(config):
       **config.agent, batch_size=config.batch_size,
       batch_length=config.batch_length, replay_context=config.replay_context,
       jax=config.jax, extensions=extensions.specs(config),
-      ext=extensions.views(config))
+      extension_views=extensions.views(config))
 
 
 def setup_jax(config, distributed=None):

@@ -8,10 +8,10 @@ squared image error, all others 1. By default the window stops at episode
 starts (`is_first`), so a reset does not mark the whole frame as moving;
 `cross_episodes` lets the window span episodes, as the original method's did.
 
-Config (`dynamics.*`, the original method's names): masked_loss, k_steps,
-alpha_strength, cross_episodes. An extension (dreamerv3/extensions.py)
-that fills the `recon_weights` seam only: no parameters, no structural keys,
-no host state.
+Config `masking.*` (DEFAULTS below); the original method's flags
+(`dynamics.masked_loss`, `dynamics.k_steps`, ...) are its aliases. An
+extension (dreamerv3/extensions.py) that fills the `recon_weights` seam
+only: no parameters, no structural keys, no host state.
 """
 
 import jax
@@ -21,13 +21,29 @@ from . import rssm
 from .extensions import Extension
 
 f32 = jnp.float32
-CONFIG = ('dynamics',)
-RANGES = ((r'dynamics\.k_steps', 'int', 0, None),)
+CONFIG = ('masking',)
+DEFAULTS = """
+# Masked pixel loss (dreamerv3/masking.py): image pixels that change within
+# +-k_steps weigh alpha_strength in the image loss.
+masking:
+  enabled: False          # weigh moving pixels in the image loss (needs images)
+  k_steps: 3              # a pixel moves if it changes within +-k_steps steps
+  alpha_strength: 5.0     # weight of a moving pixel (the others weigh 1)
+  cross_episodes: False   # True: the window also spans episode starts
+"""
+# The method's own flags.
+ALIASES = {
+    'dynamics.masked_loss': 'masking.enabled',
+    'dynamics.k_steps': 'masking.k_steps',
+    'dynamics.alpha_strength': 'masking.alpha_strength',
+    'dynamics.cross_episodes': 'masking.cross_episodes',
+}
+RANGES = ((r'masking\.k_steps', 'int', 0, None),)
 # Weights change no parameter shapes: any values can resume a logdir.
 STRUCTURAL = ()
 
 
-def moving_mask(images, is_first, k, cross_episodes=False):
+def moving_mask(images, is_first, k, cross_episodes):
   """images [B, T, ...] (raw values), is_first [B, T] -> bool [B, T, ...].
 
   One comparison of the sequence with itself shifted by d per offset
@@ -57,9 +73,9 @@ def mask_weights(moving, alpha):
 class MaskedPixelLoss(Extension):
   """recon_weights seam: obs -> ({image key: weights}, metrics)."""
 
-  name = 'mask'
+  name = 'masking'
 
-  def __init__(self, keys, k_steps, alpha_strength, cross_episodes=False):
+  def __init__(self, keys, k_steps, alpha_strength, cross_episodes):
     self.keys = tuple(keys)
     self.k = int(k_steps)
     self.alpha = float(alpha_strength)
@@ -77,13 +93,13 @@ class MaskedPixelLoss(Extension):
       # gradient, XLA:CPU would recompute the shifted comparisons there.
       weights[key] = jax.lax.optimization_barrier(
           mask_weights(moving, self.alpha))
-      metrics[f'mask/moving_frac_{key}'] = moving.astype(f32).mean()
+      metrics[f'masking/moving_frac_{key}'] = moving.astype(f32).mean()
     return weights, metrics
 
 
 def check_spaces(config, obs_space):
-  if config.dynamics.masked_loss and not rssm.image_keys(obs_space):
-    return ('dynamics.masked_loss True needs image observations, but the task '
+  if config.masking.enabled and not rssm.image_keys(obs_space):
+    return ('masking.enabled True needs image observations, but the task '
             f"{config.task} has none (observations: "
             f"{', '.join(k for k in obs_space if not k.startswith('log/'))})")
   return None
@@ -92,8 +108,8 @@ def check_spaces(config, obs_space):
 def install(agent, config):
   """The masked loss on the agent's recon_weights seam, or None when
   disabled."""
-  c = config.dynamics
-  if not c.masked_loss:
+  c = config.masking
+  if not c.enabled:
     return None
   keys = rssm.image_keys(agent.obs_space)
   return MaskedPixelLoss(keys, c.k_steps, c.alpha_strength, c.cross_episodes)

@@ -1,7 +1,7 @@
 """The per-step priority signal of prioritized replay.
 
 Uncertainty-based prioritized replay and DreamerV3-XP weigh replayed items
-by what the model still gets wrong. With `replay.priosignal` other than
+by what the model still gets wrong. With `priority.signal` other than
 none, every train step returns, for each trained step, one of
   uncertainty   the unclipped dynamics KL (the prior's surprise);
   model         dynamics + representation KL, both unclipped;
@@ -17,11 +17,13 @@ How replay extensions plug in, end to end, all from this module:
   3. the `priority` sampler of the sampler registry
      (embodied/core/samplers.py, `replay.fracs.priority`, `replay.prio.*`)
      turns per-step values into item priorities and samples by them;
-  4. with replay.cache_every N, the host side also recomputes every item's
+  4. with priority.cache_every N, the host side also recomputes every item's
      signal buffer-wide every N train steps (PriorityRefresh), from the
      agent's uncertainty() pass (posterior KLs, no decoder or imagination).
 A new signal is one more entry in SIGNALS; a new way to sample is one more
-sampler class in the registry.
+sampler class in the registry. The extension is on when `priority.signal`
+is not none or `priority.cache_every` is positive; the sampler's own keys
+(`replay.fracs`, `replay.prio.*`, `replay.recexp`) belong to replay.
 """
 
 import time
@@ -35,15 +37,30 @@ from embodied.core.replay import Stacked
 
 from .extensions import Extension, HostWork
 
-CONFIG = ('replay.priosignal', 'replay.cache_every')
+CONFIG = ('priority',)
+DEFAULTS = """
+# Per-step priority signal of prioritized replay (dreamerv3/priority.py),
+# for the sampler that replay.fracs.priority weighs.
+priority:
+  # The train step's per-step signal: none | uncertainty (unclipped dyn KL)
+  # | model (dyn + rep KL) | recon | value (|critic - lambda-return|).
+  signal: none
+  # Train steps between buffer-wide refreshes of every item's signal (0 =
+  # never).
+  cache_every: 0
+"""
+ALIASES = {
+    'replay.priosignal': 'priority.signal',
+    'replay.cache_every': 'priority.cache_every',
+}
 SIGNALS = {
     'uncertainty': lambda s: s['dyn_kl'],
     'model': lambda s: s['dyn_kl'] + s['rep_kl'],
     'recon': lambda s: s['recon'],
     'value': lambda s: s['value_error'],
 }
-CHOICES = {'replay.priosignal': ('none', *SIGNALS)}
-RANGES = ((r'replay\.cache_every', 'int', 0, None),)
+CHOICES = {'priority.signal': ('none', *SIGNALS)}
+RANGES = ((r'priority\.cache_every', 'int', 0, None),)
 
 
 # Signals a refresh can recompute from the posterior pass alone.
@@ -55,7 +72,7 @@ class PrioritySignal(Extension):
   name = 'priority'
 
   def __init__(self, signal, cache_every, batch_size, context):
-    """signal: replay.priosignal ('none': only refreshes, of the
+    """signal: priority.signal ('none': only refreshes, of the
     uncertainty)."""
     self.signal = signal
     self.cache_every = cache_every
@@ -100,27 +117,27 @@ class PriorityWork(HostWork):
 
 
 def check(config):
-  replay = config.replay
-  priority = replay.fracs.get('priority', 0) > 0
-  if priority and replay.priosignal == 'none' and not replay.cache_every:
-    return ('replay.fracs.priority > 0 needs replay.priosignal (or '
-            'replay.cache_every): without one no priority is ever updated.')
-  if replay.cache_every and not priority:
-    return ('replay.cache_every refreshes priorities, which only matter with '
-            'replay.fracs.priority > 0.')
-  if replay.cache_every and replay.priosignal not in ('none', *REFRESHABLE):
-    return (f'replay.cache_every recomputes the signal from the posterior '
-            f'pass alone, which has no {replay.priosignal} signal: use '
-            f'replay.priosignal {" or ".join(REFRESHABLE)}')
+  c = config.priority
+  sampled = config.replay.fracs.get('priority', 0) > 0
+  if sampled and c.signal == 'none' and not c.cache_every:
+    return ('replay.fracs.priority > 0 needs priority.signal (or '
+            'priority.cache_every): without one no priority is ever updated.')
+  if c.cache_every and not sampled:
+    return ('priority.cache_every refreshes priorities, which only matter '
+            'with replay.fracs.priority > 0.')
+  if c.cache_every and c.signal not in ('none', *REFRESHABLE):
+    return (f'priority.cache_every recomputes the signal from the posterior '
+            f'pass alone, which has no {c.signal} signal: use '
+            f'priority.signal {" or ".join(REFRESHABLE)}')
   return None
 
 
 def install(agent, config):
-  replay = config.replay
-  if replay.priosignal == 'none' and not replay.cache_every:
+  c = config.priority
+  if c.signal == 'none' and not c.cache_every:
     return None
   return PrioritySignal(
-      replay.priosignal, replay.cache_every, agent.config.batch_size,
+      c.signal, c.cache_every, agent.config.batch_size,
       agent.config.replay_context)
 
 

@@ -124,11 +124,14 @@ class _Holder:
 
 
 def load_config(logdir):
-  """The run's config.yaml over today's defaults (keys added since the run
-  was written keep their defaults; keys since removed are dropped)."""
-  from dreamerv3 import main as dmain
+  """The run's config.yaml over today's defaults (older key names under
+  today's; keys added since the run was written keep their defaults; keys
+  since removed are dropped)."""
+  from dreamerv3 import config as config_module, main as dmain
   config = dmain.parse([])
-  saved = elements.Config.load(elements.Path(logdir) / 'config.yaml').flat
+  saved = config_module.load_logdir_config(logdir, config)
+  if saved is None:
+    raise FileNotFoundError(f'{logdir} has no config.yaml')
   known = {k: v for k, v in saved.items() if k in config.flat}
   config = config.update(known)
   # The tools run on whatever this machine has: one device, any platform.

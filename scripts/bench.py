@@ -22,7 +22,7 @@ is asserted about time.
   python scripts/bench.py train --configs size12m --task dummy_image \\
       --bench.updates 5
   python scripts/bench.py ab --configs size1m --task dummy_image \\
-      --bench.variant "--agent.use_intrinsic True"
+      --bench.variant "--intrinsic.enabled True"
   python scripts/bench.py env --configs atari100k --bench.envs 8
   python scripts/bench.py members --configs size1m --task dummy_image
   python scripts/bench.py mask --help

@@ -17,7 +17,7 @@ logdir without a checkpoint exits with status 2.
 --masks draws, instead of a dream, the masked pixel loss's masks
 (dreamerv3/masking.py) into OUT/mask_strip_<key>.png: per replay sequence
 sampled as the train step samples it, a row of frames and below it the mask
-of moving pixels (white: weighted dynamics.alpha_strength in the image loss,
+of moving pixels (white: weighted masking.alpha_strength in the image loss,
 any channel moving). --k_steps and --cross_episodes default to the run's
 config; the agent is not loaded.
 """
@@ -176,8 +176,8 @@ def mask_strip(args, logdir, out):
     print(f"Error: no image observation '{key}' in the replay (have "
           f"{', '.join(keys) or 'none'})", file=sys.stderr)
     return 2
-  k = config.dynamics.k_steps if args.k_steps is None else args.k_steps
-  cross = config.dynamics.cross_episodes if args.cross_episodes is None \
+  k = config.masking.k_steps if args.k_steps is None else args.k_steps
+  cross = config.masking.cross_episodes if args.cross_episodes is None \
       else bool(args.cross_episodes)
   # The mask as the train step sees it: over the trained steps only.
   start = config.replay_context

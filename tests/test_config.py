@@ -3,7 +3,7 @@
 import elements
 import pytest
 
-from dreamerv3 import main
+from dreamerv3 import extensions, main
 from dreamerv3.main import ConfigError, check_logdir, parse
 
 # Published model sizes: deter, hidden, classes, CNN depth, MLP units.
@@ -33,7 +33,11 @@ def errmsg(argv, blocks=None):
 def test_defaults_only():
   config = parse([])
   blocks = main.load_blocks()
-  assert config.flat == elements.Config(blocks['defaults']).flat
+  # configs.yaml's defaults, and each extension's namespace from its module.
+  spaces = {extensions.short(s) for s in extensions.BUILTIN}
+  core = {k: v for k, v in config.flat.items() if k.split('.')[0] not in spaces}
+  assert core == elements.Config(blocks['defaults']).flat
+  assert not spaces & set(blocks['defaults'])
   assert config.script == 'train'
 
 
@@ -149,8 +153,7 @@ def test_cartpole_block():
     k for k in main.load_blocks() if k != 'defaults'])
 def test_every_block_applies_its_values(name):
   # Each literal key of the block ends up in the parsed config.
-  block = elements.Config(main.load_blocks()['defaults']).update(
-      main.load_blocks()[name])
+  block = parse([]).update(main.load_blocks()[name])
   config = parse(['--configs', name])
   assert config.flat == block.flat
 
@@ -284,14 +287,14 @@ def test_values_that_cannot_work_are_rejected():
       (['--replay.chunksize', '8', '--batch_length', '8'], 'chunksize'),
       (['--logger.outputs', 'terminal,nope'], "'nope'"),
       (['--batch_size', '0'], 'batch_size'),
-      (['--replay.priosignal', 'nope'], "replay.priosignal 'nope'"),
+      (['--priority.signal', 'nope'], "priority.signal 'nope'"),
       (['--replay.fracs.recency', '-1'], 'replay.fracs.recency'),
       (['--replay.fracs.uniform', '0'], 'replay.fracs'),
       (['--replay.prio.initial', 'big'], 'replay.prio.initial'),
       (['--replay.prio.maxfrac', '2'], 'replay.prio.maxfrac'),
-      (['--configs', 'uncertainty', '--replay.priosignal', 'none'],
-       'replay.priosignal'),
-      (['--replay.cache_every', '10'], 'replay.cache_every')]:
+      (['--configs', 'uncertainty', '--priority.signal', 'none'],
+       'priority.signal'),
+      (['--priority.cache_every', '10'], 'priority.cache_every')]:
     config = main.parse(args)
     with pytest.raises(main.ConfigError) as e:
       main.check_values(config)

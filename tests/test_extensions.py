@@ -1,7 +1,8 @@
 """The extension interface: a new extension is one module. A toy module
 written to a temporary file plugs in with --extensions, declares its own
-config, defaults and checks, adds a trainable module, a loss term and a
-host side in the train loop, and trains, without any other file edited."""
+config namespace, defaults, aliases and checks, adds a trainable module, a
+loss term and a host side in the train loop, and trains, without any other
+file edited."""
 
 import json
 import pathlib
@@ -25,7 +26,15 @@ from dreamerv3.extensions import Extension, HostWork
 from embodied.jax import nets
 
 CONFIG = ('toy',)
-DEFAULTS = {'toy': {'enabled': True, 'scale': 0.5, 'units': 4}}
+DEFAULTS = """
+# A linear reward probe on the model state.
+toy:
+  enabled: True     # install the probe
+  scale: 0.5        # scale of its loss term
+  units: 4          # width of its hidden layer
+"""
+# An older name of the namespace: --probe.units sets toy.units.
+ALIASES = {'probe': 'toy'}
 RANGES = ((r'toy\\.units', 'int', 1, None),)
 STRUCTURAL = ((r'toy\\.units', None),)
 

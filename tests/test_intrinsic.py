@@ -203,15 +203,15 @@ def test_config_checks_and_structure():
                 'xp_disagreement_exp_decay', 'xp_disagreement_slope_ema'):
     config = dmain.parse(['--configs', 'debug', block])
     dmain.check_values(config)
-    assert config.agent.use_intrinsic
+    assert config.intrinsic.enabled
   config = dmain.parse(['--configs', 'debug', 'xp_disagreement_slope_ema'])
   assert config.replay.fracs.priority == 1.0
-  assert config.agent.intrinsic.scheduling_strategy == 'slope_ema'
+  assert config.intrinsic.scheduling_strategy == 'slope_ema'
   # Structural: a logdir from before the extension had it off.
   rules = dmain.structural_keys(dmain.parse(['--task', 'dummy_disc']))
   legacy = lambda key: next(l for p, l in rules if re.fullmatch(p, key))
-  assert legacy('agent.use_intrinsic') is False
-  assert legacy('agent.intrinsic.ensemble_size') is None
+  assert legacy('intrinsic.enabled') is False
+  assert legacy('intrinsic.ensemble_size') is None
 
 
 # The disabled extension is the plain agent.
@@ -716,7 +716,7 @@ def image_batch(agent, seed):
 def test_masked_intrinsic_priority_trains(agent):
   assert agent.host and set(agent.host.hosts) == {'intrinsic'}
   assert [e.name for e in agent.model.exts] == [
-      'mask', 'intrinsic', 'priority']
+      'masking', 'intrinsic', 'priority']
   # The optimizer trains the members.
   assert agent.model.exts[1].members in agent.model.opt.modules
   for i in range(2):
@@ -727,7 +727,7 @@ def test_masked_intrinsic_priority_trains(agent):
   for key in ('intrinsic/reward_intr', 'intrinsic/reward_ext',
               'intrinsic/disagreement', 'intrinsic/lambda',
               'intrinsic/ensemble_loss', 'loss/ensemble',
-              'mask/moving_frac_image'):
+              'masking/moving_frac_image'):
     assert key in metrics, key
   assert metrics['intrinsic/lambda'] == np.float32(0.5)
   assert metrics['intrinsic/disagreement'] > 0

@@ -72,7 +72,7 @@ def test_mask_edges_and_episode_start():
 
 def test_weights_and_alpha_one_is_exact():
   images, is_first = random_sequences(0, 2, 6, (4, 4, 3))
-  moving = masking.moving_mask(images, is_first, 2)
+  moving = masking.moving_mask(images, is_first, 2, False)
   w = np.asarray(masking.mask_weights(moving, 5.0))
   assert set(np.unique(w)) <= {1.0, 5.0}
   np.testing.assert_array_equal(w == 5.0, np.asarray(moving))
@@ -89,9 +89,9 @@ def test_weights_and_alpha_one_is_exact():
 
 
 def test_config_errors():
-  for flags, key in [(['--dynamics.k_steps', '-1'], 'dynamics.k_steps'),
-                     (['--dynamics.alpha_strength', '-2'],
-                      'dynamics.alpha_strength')]:
+  for flags, key in [(['--masking.k_steps', '-1'], 'masking.k_steps'),
+                     (['--masking.alpha_strength', '-2'],
+                      'masking.alpha_strength')]:
     config = dmain.parse(['--configs', 'debug'] + flags)
     with pytest.raises(dmain.ConfigError, match=key):
       dmain.check_values(config)
@@ -102,7 +102,7 @@ def test_needs_image_observations():
                         '--dynamics.masked_loss', 'True'])
   env = dmain.make_env(config, 0)
   # The extension's own space check, run before the logdir is touched.
-  with pytest.raises(dmain.ConfigError, match='masked_loss True needs image'):
+  with pytest.raises(dmain.ConfigError, match='masking.enabled True needs image'):
     validate.check_spaces(config, env.obs_space)
 
 
@@ -146,13 +146,13 @@ def test_agent_image_loss_with_mask():
   ones = loss(['--dynamics.masked_loss', 'True',
                '--dynamics.alpha_strength', '1'])
   five = loss(['--dynamics.masked_loss', 'True'])
-  assert 'mask/moving_frac_image' not in plain
+  assert 'masking/moving_frac_image' not in plain
   # Equal up to float32 rounding (XLA may fuse the weighted sum otherwise).
   same = lambda a, b: a == pytest.approx(b, rel=1e-6)
   assert same(ones['loss/rec_image'], plain['loss/rec_image'])
   assert same(ones['loss/rec_image_unweighted'], plain['loss/rec_image'])
   assert same(five['loss/rec_image_unweighted'], plain['loss/rec_image'])
-  frac = five['mask/moving_frac_image']
+  frac = five['masking/moving_frac_image']
   images = loss.data['image'][:, 1:]  # Without the replay context step.
   want = loop_mask(images, loss.data['is_first'][:, 1:], 3, False).mean()
   assert frac == pytest.approx(want)

@@ -61,11 +61,23 @@ def test_help_prefix_shows_keys_defaults_and_comments(capsys):
   listed = [l.split()[0][2:] for l in out.splitlines() if l.startswith('--')]
   assert sorted(listed) == sorted(replay_keys)
   lines = out.splitlines()
-  at = lines.index('--replay.priosignal none')
-  assert lines[at + 1].strip().startswith('per-step signal of the train step')
+  at = lines.index('--replay.recexp 1.0')
+  assert lines[at + 1].strip().startswith('recency: p(item)')
   # A nested key without a comment of its own shows its parent's.
   at = lines.index('--replay.prio.exponent 0.8')
   assert lines[at + 1].strip().startswith('(see replay.prio) Item priority')
+
+
+def test_help_all_lists_every_key_with_extension_comments(capsys):
+  # The extensions' namespaces and comments come from their DEFAULTS.
+  main.main(['--help', 'all'])
+  out = capsys.readouterr().out
+  listed = {l.split()[0][2:] for l in out.splitlines() if l.startswith('--')}
+  assert set(main.parse([]).flat) <= listed
+  lines = out.splitlines()
+  at = lines.index('--priority.signal none')
+  assert lines[at + 1].strip().startswith("The train step's per-step signal")
+  assert '  --replay.priosignal = --priority.signal' in lines
 
 
 def test_help_with_an_unknown_prefix_fails_with_one_line():

@@ -61,7 +61,8 @@ def fuzz_numeric_keys(trace_every):
         refused += 1
         continue
       assert math.isfinite(config[key]), (key, value)
-      if key.startswith(('agent.', 'batch_', 'replay_context', 'dynamics.')):
+      if key.startswith(('agent.', 'batch_', 'replay_context', 'masking.',
+                         'intrinsic.')):
         accepted += 1
         if accepted % trace_every == 0:
           trace_agent(config)
@@ -92,8 +93,8 @@ def test_every_numeric_key_is_checked_all_traced():
     (['--run.steps', '-1'], 'run.steps'),
     (['--agent.dyn.deter', '30'], 'agent.dyn.deter'),
     (['--env.size', '60,60'], 'agent.enc.mults'),
-    (['--task', 'dummy_vector', '--dynamics.masked_loss', 'True'],
-     'dynamics.masked_loss'),
+    (['--task', 'dummy_vector', '--masking.enabled', 'True'],
+     'masking.enabled'),
     (['--jax.train_devices', '9'], 'jax.train_devices'),
     (['--seed', '1.5'], 'seed'),
     (['--agent.policy.maxstd', '0.05'], 'agent.policy.maxstd'),

@@ -3,7 +3,7 @@
   python scripts/bench.py ab --configs size1m --task dummy_image \\
       --bench.variant "--configs size1m uncertainty --task dummy_image"
   python scripts/bench.py ab --configs size12m --task dummy_image \\
-      --bench.variant "--dynamics.masked_loss True" --bench.rounds 4
+      --bench.variant "--masking.enabled True" --bench.rounds 4
 
 The base is the config flags plus --bench.base, the variant the config
 flags plus --bench.variant (later flags win: a --configs there replaces the

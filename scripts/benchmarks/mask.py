@@ -1,17 +1,17 @@
 """Cost of the masked pixel loss's mask, alone: the jitted, vectorised mask +
 weights time per batch of batch_size x batch_length random frames, with
-dynamics.k_steps, dynamics.alpha_strength and dynamics.cross_episodes from
+masking.k_steps, masking.alpha_strength and masking.cross_episodes from
 the config. With --bench.seed_loop, also the time of seed 000's Python loop
 over batch, time and window for the same batch, and a check that both give
 the same weights.
 
   python scripts/bench.py mask
   python scripts/bench.py mask --batch_size 16 --batch_length 64 \\
-      --bench.image 64,64,3 --dynamics.k_steps 3 --bench.seed_loop False
+      --bench.image 64,64,3 --masking.k_steps 3 --bench.seed_loop False
 
 The overhead on the train step comes from
   python scripts/bench.py ab --configs size12m --task dummy_image \\
-      --bench.variant "--dynamics.masked_loss True"
+      --bench.variant "--masking.enabled True"
 """
 
 import time
@@ -49,8 +49,8 @@ def run(options, flags):
   from dreamerv3 import masking
   config = common.parse_config(flags)
   common.setup_jax(config)
-  k, alpha = config.dynamics.k_steps, config.dynamics.alpha_strength
-  cross = config.dynamics.cross_episodes
+  k, alpha = config.masking.k_steps, config.masking.alpha_strength
+  cross = config.masking.cross_episodes
   frame = tuple(int(x) for x in options['image'].split(','))
   shape = (config.batch_size, config.batch_length, *frame)
   rng = np.random.default_rng(0)

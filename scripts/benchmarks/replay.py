@@ -95,9 +95,9 @@ def refresh(config, items):
   from dreamerv3 import main as dmain
   from embodied.core import Prioritized, Replay
   from embodied.run.common import Learner
-  config = config.update({'replay.priosignal': 'uncertainty',
+  config = config.update({'priority.signal': 'uncertainty',
                           'replay.fracs': {'uniform': 0.0, 'priority': 1.0},
-                          'replay.cache_every': 1})
+                          'priority.cache_every': 1})
   common.setup_jax(config)
   obs_space, act_space = common.spaces(config)
   agent = dmain.make_agent(config, obs_space, act_space)
