@@ -55,3 +55,49 @@ def train_shapes(model, data):
   jax.eval_shape, nothing compiled or run."""
   return jax.eval_shape(lambda d: nj.pure(model.train)(
       {}, d, create=True, ignore=True, seed=np.uint32([0, 0]))[0], data)
+
+
+def config_and_spaces(argv):
+  """The parsed config of argv and its task's observation and action
+  spaces (log keys and reset included, as the agent wrapper gets them)."""
+  from dreamerv3 import main as dmain
+  config = dmain.parse(argv)
+  env = dmain.make_env(config, 0)
+  obs_space, act_space = env.obs_space, env.act_space
+  env.close()
+  return config, obs_space, act_space
+
+
+def random_batch(agent, seed):
+  """A random train batch of the agent's shape: random observations and
+  actions, zero policy latents, an episode ending and one starting inside
+  every sequence."""
+  rng = np.random.default_rng(seed)
+  data = agent._dummy_batch()
+  B, T = data['is_first'].shape
+  for key, space in agent.obs_space.items():
+    if key == 'image':
+      data[key] = rng.integers(0, 2, data[key].shape).astype(np.uint8) * 255
+    elif np.issubdtype(space.dtype, np.floating):
+      data[key] = rng.normal(0, 1, data[key].shape).astype(space.dtype)
+  data['is_first'][:, 0] = True
+  data['is_terminal'][:, -3] = True
+  data['is_last'][:, -3] = True
+  data['is_first'][:, -2] = True
+  space = agent.act_space['action']
+  if space.discrete:
+    data['action'] = rng.integers(0, space.high, (B, T)).astype(space.dtype)
+  else:
+    data['action'] = rng.uniform(-1, 1, (B, T, *space.shape)).astype(
+        space.dtype)
+  data['stepid'] = rng.integers(0, 2 ** 31, (B, T))
+  return data
+
+
+def replay_step(worker, t):
+  """One replay step of env stream `worker` at time t, identifiable by its
+  values, with a log key that replay must drop."""
+  return {
+      't': np.int64(t), 'w': np.int32(worker),
+      'image': np.full((2, 3), t % 256, np.uint8),
+      'log/ignored': np.float32(1)}

@@ -204,6 +204,12 @@ def test_members(jax_cache):
   assert result['compile_vs_first[2]'] == pytest.approx(
       (result['lower_s[2]'] + result['compile_s[2]']) /
       (result['lower_s[1]'] + result['compile_s[1]']), rel=1e-3)
+  assert result['train_cpu_per_seed_vs_first[2]'] == pytest.approx(
+      result['train_cpu_s_per_seed[2]'] / result['train_cpu_s_per_seed[1]'],
+      rel=1e-3)
+  # The member axis adds a loop, not a copy of the program per member.
+  assert 0 < result['hlo_instructions[1]'] <= result['hlo_instructions[2]']
+  assert result['hlo_instructions[2]'] < 1.5 * result['hlo_instructions[1]']
 
 
 def test_devices(jax_cache):

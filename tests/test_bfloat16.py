@@ -14,6 +14,7 @@ from dreamerv3 import main as dmain
 from dreamerv3.agent import Dreamer
 from embodied import jax as ejax
 from embodied.jax import nets
+from tests.helpers import config_and_spaces, random_batch
 
 bf16, f32 = jnp.bfloat16, jnp.float32
 
@@ -41,39 +42,6 @@ def compute_dtype():
   nets.set_compute_dtype(f32)
 
 
-def configs(argv):
-  config = dmain.parse(argv)
-  env = dmain.make_env(config, 0)
-  obs_space, act_space = env.obs_space, env.act_space
-  env.close()
-  return config, obs_space, act_space
-
-
-def batch(agent, seed):
-  """A batch of real env steps: the policy's latents are zero, the rest
-  comes from the dummy env driven by random actions."""
-  rng = np.random.default_rng(seed)
-  data = agent._dummy_batch()
-  B, T = data['is_first'].shape
-  for key, space in agent.obs_space.items():
-    if key == 'image':
-      data[key] = rng.integers(0, 2, data[key].shape).astype(np.uint8) * 255
-    elif np.issubdtype(space.dtype, np.floating):
-      data[key] = rng.normal(0, 1, data[key].shape).astype(space.dtype)
-  data['is_first'][:, 0] = True
-  data['is_terminal'][:, -3] = True
-  data['is_last'][:, -3] = True
-  data['is_first'][:, -2] = True
-  space = agent.act_space['action']
-  if space.discrete:
-    data['action'] = rng.integers(0, space.high, (B, T)).astype(space.dtype)
-  else:
-    data['action'] = rng.uniform(-1, 1, (B, T, *space.shape)).astype(
-        space.dtype)
-  data['stepid'] = rng.integers(0, 2 ** 31, (B, T))
-  return data
-
-
 def run_agent(config, obs_space, act_space):
   """Builds the jitted agent and runs policy, train (twice) and report."""
   agent = ejax.Agent(Dreamer, obs_space, act_space,
@@ -85,9 +53,9 @@ def run_agent(config, obs_space, act_space):
   carry, act, _ = agent.policy(carry, obs)
   outs = []
   for i in range(2):
-    out, metrics = agent.train(batch(agent, i))
+    out, metrics = agent.train(random_batch(agent, i))
     outs.append((out, metrics))
-  report = agent.report(batch(agent, 5))
+  report = agent.report(random_batch(agent, 5))
   return agent, carry, act, outs, report
 
 
@@ -96,7 +64,7 @@ def run_agent(config, obs_space, act_space):
 def test_bfloat16_steps_are_finite_and_keep_float32_state(
     argv, compute_dtype):
   compute_dtype('bfloat16')
-  config, obs_space, act_space = configs(argv)
+  config, obs_space, act_space = config_and_spaces(argv)
   # A DeprecationWarning while building, tracing and running the steps
   # fails the test: the JAX API we use must hold from 0.10 through 0.12.
   # (JAX attributes its warnings to the caller's module, ours or a
@@ -135,7 +103,7 @@ def test_bfloat16_steps_are_finite_and_keep_float32_state(
 
 
 def _model(argv):
-  config, obs_space, act_space = configs(argv)
+  config, obs_space, act_space = config_and_spaces(argv)
   obs_space = {k: v for k, v in obs_space.items() if not k.startswith('log/')}
   act_space = {k: v for k, v in act_space.items() if k != 'reset'}
   return Dreamer(obs_space, act_space, dmain.agent_config(config),
@@ -166,7 +134,7 @@ def _numpy_batch(model, config, seed):
   shim = Shim()
   shim.config = dmain.agent_config(config)
   shim.ext_space = model.ext_space()
-  return batch(shim, seed)
+  return random_batch(shim, seed)
 
 
 def test_bfloat16_gradients_match_float32(compute_dtype):

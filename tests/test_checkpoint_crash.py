@@ -331,7 +331,10 @@ def test_run_resumes_from_the_older_checkpoint_when_the_newest_is_damaged(
   cmd = [sys.executable, 'dreamerv3/main.py', '--configs', 'debug',
          '--task', 'dummy_vector', '--logdir', str(logdir),
          '--jax.cache_dir', str(tmp_path / 'jax_cache'),
-         '--run.log_every', '1']
+         '--run.log_every', '1',
+         # Only the final saves: a periodic one (seconds) would depend on
+         # the machine's speed.
+         '--run.save_every', '1e6']
 
   def run(*flags):
     return subprocess.run(

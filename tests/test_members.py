@@ -15,7 +15,7 @@ from dreamerv3 import main as dmain
 from dreamerv3.agent import Dreamer
 from embodied import jax as ejax
 from tests import tiny_agent
-from tests.test_bfloat16 import batch, configs
+from tests.helpers import config_and_spaces, random_batch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SEEDS = [11, 22]
@@ -50,11 +50,11 @@ def test_image_members_step_equals_one_seed_steps():
 def members_against_one_seed(argv):
   """Checks one step of SEEDS as members against one-seed steps; returns
   the members' outputs and the one-seed steps' outputs."""
-  config, obs, act = configs(argv)
+  config, obs, act = config_and_spaces(argv)
   aconfig = dmain.agent_config(config)
   multi = ejax.Agent(Dreamer, obs, act, aconfig, members=SEEDS)
   single = ejax.Agent(Dreamer, obs, act, aconfig, seed=SEEDS[0])
-  batches = [batch(single, i) for i in range(2)]
+  batches = [random_batch(single, i) for i in range(2)]
   init = multi.save()
   outs, metrics = multi.train(
       {k: np.stack([b[k] for b in batches]) for k in batches[0]})

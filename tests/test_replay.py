@@ -6,17 +6,11 @@ import warnings
 import numpy as np
 import pytest
 
-from embodied.core import replay_files as replay_module
+from embodied.core import replay_files
 from embodied.core.checkpoint import CheckpointError
 from embodied.core.replay import Replay
 from embodied.core.samplers import Uniform
-
-
-def make_step(worker, t):
-  return {
-      't': np.int64(t), 'w': np.int32(worker),
-      'image': np.full((2, 3), t % 256, np.uint8),
-      'log/ignored': np.float32(1)}
+from tests.helpers import replay_step
 
 
 def fill(replay, steps, workers=1, seed=0, counts=None):
@@ -25,7 +19,7 @@ def fill(replay, steps, workers=1, seed=0, counts=None):
   counts = counts if counts is not None else {w: 0 for w in range(workers)}
   for worker in rng.integers(0, workers, steps):
     worker = int(worker)
-    replay.add(make_step(worker, counts[worker]), worker)
+    replay.add(replay_step(worker, counts[worker]), worker)
     counts[worker] += 1
   return counts
 
@@ -109,7 +103,7 @@ def test_items_appear_with_their_last_step():
   length = 3
   replay = Replay(length, capacity=1000, chunksize=4)
   for t in range(20):
-    replay.add(make_step(0, t))
+    replay.add(replay_step(0, t))
     assert len(replay.sampler) == max(0, t + 1 - length + 1)
     if t + 1 >= length:
       assert max(replay.sample(200)['t'][:, -1]) == t
@@ -138,10 +132,10 @@ def test_capacity_eviction_keeps_recent_data():
 def test_eviction_refuses_to_take_open_chunks():
   replay = Replay(length=2, capacity=8, chunksize=4)  # 2 slots
   fill(replay, 100, workers=1)  # One stream keeps rotating fine.
-  replay.add(make_step(1, 0), worker=1)  # Second stream takes the other slot.
+  replay.add(replay_step(1, 0), worker=1)  # Second stream takes the other slot.
   with pytest.raises(RuntimeError, match='capacity'):
     for t in range(100):
-      replay.add(make_step(0, 100 + t), worker=0)
+      replay.add(replay_step(0, 100 + t), worker=0)
 
 
 def test_online_queue_trains_on_every_step():
@@ -410,16 +404,16 @@ def test_failed_chunk_write_keeps_data_and_raises(tmp_path, monkeypatch):
   directory = tmp_path / 'replay'
   kwargs = dict(length=4, capacity=1000, chunksize=8)
   replay = Replay(**kwargs, directory=directory)
-  write = replay_module.write_npz
+  write = replay_files.write_npz
 
   def full_disk(path, arrays):
     with open(str(path), 'wb') as f:
       f.write(b'partial')
     raise OSError(errno.ENOSPC, 'No space left on device', str(path))
-  monkeypatch.setattr(replay_module, 'write_npz', full_disk)
+  monkeypatch.setattr(replay_files, 'write_npz', full_disk)
   fill(replay, 7)
   with pytest.raises(CheckpointError) as info:
-    replay.add(make_step(0, 7))  # Completes the first chunk.
+    replay.add(replay_step(0, 7))  # Completes the first chunk.
   error = info.value
   assert isinstance(error, OSError) and error.errno == errno.ENOSPC
   assert str(error) == (
@@ -433,7 +427,7 @@ def test_failed_chunk_write_keeps_data_and_raises(tmp_path, monkeypatch):
   data = roundtrip(replay.save())
   assert [bool(i['name']) for i in data['slots'].values()] == [False]
   # With space again, training goes on and a resume has every step.
-  monkeypatch.setattr(replay_module, 'write_npz', write)
+  monkeypatch.setattr(replay_files, 'write_npz', write)
   fill(replay, 20, counts={0: 8})
   written = chunk_files(directory)
   assert written and written == named_files(replay.save())

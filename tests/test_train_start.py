@@ -2,18 +2,18 @@
 batch_size * batch_length sequence starts, whatever the env count."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
 import elements
-import numpy as np
 import pytest
 
 from embodied.core.replay import Replay
 from embodied.run import common
-from tests.test_replay import make_step
+from tests.helpers import replay_step
 
-ROOT = __import__('pathlib').Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def args(envs, batch_size=16, batch_length=64, replay_context=1, fill=0):
@@ -51,7 +51,7 @@ def test_replay_holds_the_batch_in_starts_exactly_at_the_fill(
     if steps + envs >= fill:  # The last round before training may start.
       assert len(replay.sampler) < need
     for worker in range(envs):
-      replay.add(make_step(worker, t), worker)
+      replay.add(replay_step(worker, t), worker)
     steps += envs
     t += 1
   assert len(replay.sampler) >= need
