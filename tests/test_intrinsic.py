@@ -731,6 +731,25 @@ def test_masked_intrinsic_priority_trains(agent):
     assert key in metrics, key
   assert metrics['intrinsic/lambda'] == np.float32(0.5)
   assert metrics['intrinsic/disagreement'] > 0
+  # Each effect is there with the others on. Priorities: one per trained
+  # step, positive, not one value for all.
+  value = outs['priority']['value']
+  assert np.all(value > 0) and np.ptp(value) > 0
+  # The mask: still images but for a 4x4 patch that changes at step 4
+  # (the first, context step aside): the pixels a NumPy loop finds moving
+  # within +-k_steps.
+  data = image_batch(agent, 9)
+  data['image'][:] = data['image'][:, :1]
+  data['image'][:, 4, :4, :4] = 255 - data['image'][:, 4, :4, :4]
+  images, k = data['image'][:, 1:], 3
+  moving = np.zeros(images.shape, bool)
+  for t in range(images.shape[1]):
+    for u in range(max(0, t - k), min(images.shape[1], t + k + 1)):
+      moving[:, t] |= images[:, t] != images[:, u]
+  assert 0 < moving.mean() < 0.1
+  _, metrics = agent.train(data)
+  assert metrics['masking/moving_frac_image'] == pytest.approx(
+      moving.mean(), rel=1e-5)
 
 
 def test_lambda_changes_without_recompiling(agent):
