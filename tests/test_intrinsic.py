@@ -714,7 +714,7 @@ def image_batch(agent, seed):
 
 
 def test_masked_intrinsic_priority_trains(agent):
-  assert agent.host and set(agent.host.hosts) == {'intrinsic'}
+  assert agent.hosts and set(agent.hosts[0].hosts) == {'intrinsic'}
   assert [e.name for e in agent.model.exts] == [
       'masking', 'intrinsic', 'priority']
   # The optimizer trains the members.
@@ -753,7 +753,7 @@ def test_masked_intrinsic_priority_trains(agent):
 
 
 def test_lambda_changes_without_recompiling(agent):
-  host = agent.host.hosts['intrinsic']
+  host = agent.hosts[0].hosts['intrinsic']
   data = image_batch(agent, 5)
   agent.train(data)
   before = agent.compile_counts()
@@ -822,11 +822,11 @@ def test_ensemble_loss_decreases_on_fixed_batch(agent):
 
 
 def test_resume_restores_members_and_schedule(agent):
-  host = agent.host.hosts['intrinsic']
+  host = agent.hosts[0].hosts['intrinsic']
   for ret in (1.0, 2.0, 5.0):
     host.add_return(ret)
   host.steps = 1234
-  saved, saved_host = agent.save(), agent.host.save()
+  saved, saved_host = agent.save(), agent.hosts[0].save()
   members = {k: v for k, v in saved.items()
              if k.startswith('agent/intrinsic/members/')}
   assert members and all(v.shape[0] == 5 for v in members.values())
@@ -836,12 +836,12 @@ def test_resume_restores_members_and_schedule(agent):
   changed = agent.save()
   assert any(not np.array_equal(changed[k], v) for k, v in members.items())
   agent.load(saved)
-  agent.host.load(saved_host)
+  agent.hosts[0].load(saved_host)
   for key, value in agent.save().items():
     np.testing.assert_array_equal(value, saved[key], err_msg=key)
   assert host.steps == 1234 and list(host.emas) == list(
       collections.deque(saved_host['intrinsic']['emas']))
-  assert agent.host.save() == saved_host
+  assert agent.hosts[0].save() == saved_host
 
 
 def test_loads_a_checkpoint_with_the_core_under_the_rssm(agent):

@@ -3,6 +3,8 @@
 import elements
 import numpy as np
 
+from .axis import MemberAxis
+
 
 def step_spaces():
   """The obs keys every env reports besides its observations."""
@@ -95,13 +97,12 @@ class Wrapper(Env):
 class Agent:
   """What the run loops use of an agent, stated once (the jitted JAX agent,
   embodied/jax/agent.py, implements it). With several seeds trained as one
-  program (`members`), batches, observations, actions, outputs and metrics
-  carry a leading member axis. Defaults are those of an agent without the
+  program, batches, observations, actions, outputs and metrics carry a
+  leading member axis (`axis`). Defaults are those of one agent without the
   optional parts."""
 
-  members = None  # The members' seeds, or None for one agent.
-  host = None     # One agent's host state (extension schedules), or None.
-  hosts = ()      # With members: one host state per member.
+  axis = MemberAxis()  # The member layout: one seed, no axis.
+  hosts = ()      # Host state (extension schedules) per member, or none.
   ext_space = {}  # Per-step keys the train step writes back into replay.
   mesh = None     # The train devices batches are split over, or None.
 

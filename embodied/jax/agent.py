@@ -30,6 +30,7 @@ import ninjax as nj
 import numpy as np
 
 from embodied.core import base, seeds
+from embodied.core.axis import MemberAxis
 from . import hosts, nets
 
 
@@ -167,22 +168,19 @@ class Agent(base.Agent):
     # Extra per-step keys the model keeps in replay (e.g. latents).
     self.ext_space = self.model.ext_space() if hasattr(
         self.model, 'ext_space') else {}
-    # Host state of the model (schedules fed by the run loop), or None;
-    # with members one per member (hosts), fed by its own envs.
-    self.members = [int(s) for s in members] if members else None
-    host = getattr(self.model, 'host', None)
-    if self.members:
-      self.host = None
-      self.hosts = [copy.deepcopy(host) for _ in self.members] if host else []
-    else:
-      self.host = host
+    self.axis = MemberAxis(members, seed)
     self.seed = seed
+    # Host state of the model (schedules fed by the run loop), one per
+    # member, each fed by its member's envs; none without.
+    host = getattr(self.model, 'host', None)
+    self.hosts = [host] + [copy.deepcopy(host) for _ in range(
+        self.axis.count - 1)] if host else []
     # Random streams per member: 'main' for training and acting, which run
     # in step with the env; reports, evaluation and priority refreshes run
     # when the loop's schedule says, so each has its own stream and leaves
     # the main one as it was.
     self._rngs = {'main': [np.random.default_rng(s)
-                           for s in (self.members or [seed])]}
+                           for s in self.axis.seeds]}
 
     self._version = 0  # Bumped by every assignment to self.state.
     self._make_meshes(config.jax)
@@ -219,7 +217,7 @@ class Agent(base.Agent):
       per_process.setdefault(device.process_index, []).append(device)
     devices = [d for p in sorted(per_process)
                for d in per_process[p][:len(train)]]
-    if not self.members and self.config.batch_size % len(devices):
+    if not self.axis.stacked and self.config.batch_size % len(devices):
       raise ValueError(
           f'batch_size {self.config.batch_size} is not divisible by the '
           f'{len(devices)} train devices (jax.train_devices'
@@ -230,11 +228,11 @@ class Agent(base.Agent):
     self.batched = jax.sharding.NamedSharding(self.mesh, P('batch'))
     # Where the state and the host inputs live: replicated, or with members
     # split over the devices along the member axis, like the batches.
-    self.shared = self.batched if self.members else self.replicated
-    if self.members and (npolicy or self.processes > 1 or
-                         len(self.members) % len(devices)):
+    self.shared = self.batched if self.axis.stacked else self.replicated
+    if self.axis.stacked and (npolicy or self.processes > 1 or
+                              self.axis.count % len(devices)):
       raise ValueError(
-          f'{len(self.members)} members need one process, no policy devices '
+          f'{self.axis.count} members need one process, no policy devices '
           f'and a member count divisible by the {len(devices)} train devices.')
     self._own_policy = bool(npolicy) or self.processes > 1
     if self._own_policy:
@@ -247,7 +245,8 @@ class Agent(base.Agent):
           self.policy_mesh, P('batch') if npolicy else P())
     else:
       self.policy_mesh = self.mesh
-      self.policy_replicated = self.policy_batched = self.replicated
+      self.policy_replicated, self.policy_batched = (
+          self.replicated, self.shared)
     self._policy_keys = None  # State keys the policy reads (own policy).
     self._policy_copy = (-1, None)  # (state version, state on policy mesh)
     if self.processes > 1:
@@ -401,11 +400,12 @@ class Agent(base.Agent):
     return tuple(bool(x) for x in everyone.reshape(-1, len(flags)).any(0))
 
   def save(self):
-    """The state as NumPy, from this process's first replica (no
+    """The state as NumPy: arrays this process holds whole (one process,
+    members split over devices included) are gathered, replicated
+    multi-process ones read from this process's first replica (no
     communication between processes)."""
-    if self.members:  # Split over devices: gather every member.
-      return {k: np.asarray(jax.device_get(v)) for k, v in self.state.items()}
-    return {k: np.asarray(v.addressable_data(0))
+    return {k: np.asarray(jax.device_get(v) if v.is_fully_addressable
+                          else v.addressable_data(0))
             for k, v in self.state.items()}
 
   def load(self, data):
@@ -414,10 +414,10 @@ class Agent(base.Agent):
       data = rename(data)
     have = {k: (v.shape, v.dtype) for k, v in self.state.items()}
     got = {k: (np.shape(v), np.asarray(v).dtype) for k, v in data.items()}
-    if self.members and set(got) == set(have) and all(
-        got[k][0] == have[k][0][1:] for k in have):
+    if set(got) == set(have) and all(
+        got[k][0] == self.axis.member_shape(have[k][0]) for k in have):
       # A one-agent checkpoint initialises every member alike.
-      data = {k: np.broadcast_to(data[k], have[k][0]) for k in have}
+      data = self.axis.stack([{k: data[k] for k in have}] * self.axis.count)
       got = {k: (have[k][0], got[k][1]) for k in have}
     missing, extra = set(have) - set(got), set(got) - set(have)
     wrong = [k for k in set(have) & set(got) if have[k][0] != got[k][0]]
@@ -445,7 +445,7 @@ class Agent(base.Agent):
       parts = key.split('/')
       if len(parts) < 3 or 'opt' in parts[1]:
         continue
-      shape = value.shape[1:] if self.members else value.shape
+      shape = self.axis.member_shape(value.shape)
       counts[parts[1]] = counts.get(parts[1], 0) + int(np.prod(shape))
     return counts
 
@@ -464,18 +464,13 @@ class Agent(base.Agent):
   # Internals.
 
   def _inputs(self):
-    """The host's current inputs as float32 NumPy arrays ({} without);
-    with members stacked along the member axis."""
-    if self.members:
-      if not self.hosts:
-        return {}
-      each = [{k: {n: np.asarray(v, np.float32) for n, v in d.items()}
-               for k, d in host.inputs().items()} for host in self.hosts]
-      return jax.tree.map(lambda *xs: np.stack(xs), *each)
-    if self.host is None:
+    """The hosts' current inputs as float32 NumPy arrays in the member
+    layout ({} without hosts)."""
+    if not self.hosts:
       return {}
-    return {k: {n: np.asarray(v, np.float32) for n, v in d.items()}
-            for k, d in self.host.inputs().items()}
+    return self.axis.stack([
+        {k: {n: np.asarray(v, np.float32) for n, v in d.items()}
+         for k, d in host.inputs().items()} for host in self.hosts])
 
   @property
   def rng(self):
@@ -499,10 +494,10 @@ class Agent(base.Agent):
     if stream not in self._rngs:
       self._rngs[stream] = [
           np.random.default_rng(seeds.stream(s, stream))
-          for s in (self.members or [self.seed])]
+          for s in self.axis.seeds]
     draws = [np.asarray(r.integers(0, 2 ** 31, 2), np.uint32)
              for r in self._rngs[stream]]
-    return np.stack(draws) if self.members else draws[0]
+    return self.axis.stack(draws)
 
   def _put(self, data):
     data = {k: v for k, v in data.items() if not k.startswith('log/')}
@@ -530,8 +525,8 @@ class Agent(base.Agent):
   def _init_state(self):
     """Create all state by tracing train() once on a tiny batch: parameter
     shapes do not depend on batch size or length, and policy() and report()
-    use the same modules. With members, each is initialised as a one-agent
-    run with its seed, by one initialiser called per seed: its compile time
+    use the same modules. Each member is initialised as a one-agent run
+    with its seed, by one initialiser called per seed: its compile time
     does not grow with the members (a vmapped one grew ~linearly)."""
     data = self._dummy_batch(len(self.mesh.devices), 2 + self.config.replay_context)
     init = nj.init(self.model.train)
@@ -545,22 +540,18 @@ class Agent(base.Agent):
         state, _ = after_init(state, seed=seed)
       return jax.tree.map(np.asarray, state)
 
-    inputs = self._inputs()
-    if not self.members:
-      state = init_one(inputs, self.seed)
-    else:
-      states = [init_one(jax.tree.map(lambda x: x[k], inputs), seed)
-                for k, seed in enumerate(self.members)]
-      state = jax.tree.map(lambda *xs: np.stack(xs), *states)
+    state = self.axis.stack([
+        init_one(inputs, seed) for inputs, seed in zip(
+            self.axis.split(self._inputs()), self.axis.seeds)])
     # Same seed, program and platform: equal values on every process.
     self.state = self._replicate(state)
 
   def _build(self):
     jit = jax.jit if self.config.jax.jit else (lambda f, **kw: f)
-    # With members every program maps over the member axis: one program,
-    # no Python loop over members.
-    each = jax.vmap if self.members else (lambda f: f)
-    rep, bat, shared = self.replicated, self.batched, self.shared
+    # Every program maps over the member axis: one program, no Python loop
+    # over members.
+    each = lambda fn: self.axis.map(fn, jax.vmap)
+    bat, shared = self.batched, self.shared
 
     def train(state, data, inputs, seed):
       state, out = nj.pure(self.model.train)(state, data, inputs, seed=seed)
@@ -598,8 +589,7 @@ class Agent(base.Agent):
     def init_policy(state, batch_size):
       fn = lambda s: nj.pure(self.model.init_policy)(s, batch_size)[1]
       carry = each(fn)(state)
-      return jax.device_put(
-          carry, shared if self.members else self.policy_batched)
+      return jax.device_put(carry, self.policy_batched)
     self._init_policy = init_policy
 
     if self._own_policy:

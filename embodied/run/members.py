@@ -2,14 +2,15 @@
 as one program (run.seeds).
 
 With N members the agent holds N independent agents along a leading axis
-(embodied/jax/agent.py, `members`); everything else exists once per member:
+(its `axis`, embodied/jax/axis.py, says how values are laid out for
+one member or several); everything else exists once per member:
 its replay, logger (LOGDIR/seed<k>/), step counter, episode statistics,
 extension host state, policy video and envs. The driver steps all N * E envs
 in lockstep; env i belongs to member i // E, where it is env i % E. The
 members' batches are sampled from their own replays and stacked, so one
 train step trains every member on its own data; outputs and metrics are
-split back per member. With one member nothing is stacked or split: the
-agent has no member axis and the run is the one-seed run.
+split back per member. With one member the agent has no member axis and
+the run is the one-seed run.
 """
 
 import functools
@@ -26,23 +27,21 @@ class Members:
   def __init__(self, agent, make_replay, make_logger, envs, video_every=0):
     """make_replay None: no replays (evaluation only)."""
     self.agent = agent
-    self.count = len(agent.members) if agent.members else 1
+    self.axis = agent.axis
+    self.count = self.axis.count
     self.envs = envs  # Per member.
     self.replays = [make_replay('replay', member=k)
                     for k in range(self.count)] if make_replay else []
     self.loggers = [make_logger(member=k) for k in range(self.count)]
     self.steps = [logger.step for logger in self.loggers]
     self.episodes = [common.Episodes(logger) for logger in self.loggers]
-    if self.count > 1:
-      self.hosts = list(agent.hosts)
-    else:
-      self.hosts = [agent.host] if agent.host else []
+    self.hosts = list(agent.hosts)
     self.videos = [common.PolicyVideo(video_every)
                    for _ in range(self.count)]
     self.replay = None
     if self.replays:
-      self.replay = self.replays[0] if self.count == 1 else Stacked(
-          self.replays)
+      self.replay = (Stacked(self.replays) if self.axis.stacked
+                     else self.replays[0])
 
   @property
   def step(self):
@@ -70,19 +69,15 @@ class Members:
       self.hosts[k].on_step(tran, worker)
     self.videos[k](tran, worker)
 
-  def policy(self, mode, count=None):
+  def policy(self, mode):
     """The driver's policy over all members' envs in a row."""
-    if self.count == 1:
-      return lambda carry, obs: self.agent.policy(carry, obs, mode=mode)
-    count = count or self.envs
-    n = self.count
+    axis = self.axis
 
     def policy(carry, obs):
-      obs = {k: v.reshape((n, count, *v.shape[1:])) for k, v in obs.items()}
+      obs = {k: axis.to_members(v) for k, v in obs.items()}
       carry, act, outs = self.agent.policy(carry, obs, mode=mode)
-      flat = lambda x: x.reshape((n * count, *x.shape[2:]))
-      return carry, {k: flat(v) for k, v in act.items()}, {
-          k: flat(v) for k, v in outs.items()}
+      flat = lambda tree: {k: axis.from_members(v) for k, v in tree.items()}
+      return carry, flat(act), flat(outs)
     return policy
 
   def init_policy(self, envs):
@@ -90,15 +85,12 @@ class Members:
 
   def split(self, metrics):
     """Per-member metrics: [N] values (and [N, ...] videos) by member."""
-    if self.count == 1:
-      return [metrics]
-    return [{key: np.asarray(value)[k] for key, value in metrics.items()}
-            for k in range(self.count)]
+    return self.axis.split(metrics)
 
   def register(self, checkpoint):
     """Per-member state in the run's checkpoint; one member uses the
     one-seed run's names."""
-    suffix = (lambda k: '') if self.count == 1 else str
+    suffix = str if self.axis.stacked else (lambda k: '')
     for k in range(self.count):
       checkpoint.register(f'step{suffix(k)}', self.steps[k])
       if self.replays:

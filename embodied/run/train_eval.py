@@ -39,7 +39,7 @@ def train_eval(make_agent, make_replay, make_env, make_logger, args):
     # Arms the recorders for this phase's first episode of eval env 0.
     for logger, video in zip(members.loggers, state['videos']):
       video.log(logger)
-    common.play_episodes(driver, members.policy('eval', count),
+    common.play_episodes(driver, members.policy('eval'),
                          state['episodes'], args.eval_eps)
     stats = driver.stats()
     for logger, video in zip(members.loggers, state['videos']):

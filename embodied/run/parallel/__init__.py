@@ -104,7 +104,7 @@ def _learn(job, make_agent, make_logger, args, logdir, preempt):
   logger = make_logger()
   step = logger.step
   episodes = common.Episodes(logger)
-  host = agent.host
+  host = agent.hosts[0] if agent.hosts else None  # One seed here.
   actor = None
   actor_back = threading.Event()  # Connected to a (restarted) actor.
 
