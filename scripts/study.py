@@ -374,7 +374,9 @@ def learning_report(root, names, seeds=None):
         lines.append(f'| seed {seed} | not run |')
         continue
       row = [f'seed {seed}', f'{int(run.steps):,}']
-      row += [f'{last_mean_at(run.xs, run.ys, m):.1f}' for m in spec['marks']]
+      # A mark the run has not reached has no value yet (a run still going).
+      row += [f'{last_mean_at(run.xs, run.ys, m):.1f}' if m <= run.steps
+              else '-' for m in spec['marks']]
       if spec.get('hold'):
         low = held_min(run.xs, run.ys, spec['hold'])
         row.append('never reached' if low is None else f'{low:.1f}')

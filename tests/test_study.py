@@ -199,9 +199,10 @@ def test_learning_study_runs_each_block_to_its_budget(tmp_path, capsys):
 
 def test_learning_report(tmp_path, capsys):
   # cartpole seed 5: episodes ending every 1000 env steps with scores 100,
-  # 200, ..., 1000, then six of 0; seed 6 never reaches 400; seed 7 not run.
+  # 200, ..., 1000, then six of 0; seed 6 never reaches 400; seed 7 not run;
+  # seed 8 still running at 5,000.
   for seed, ys in ((5, [100 * i for i in range(1, 11)] + [0] * 6),
-                   (6, [50] * 15)):
+                   (6, [50] * 15), (8, [30] * 5)):
     logdir = tmp_path / 'cartpole' / f'seed{seed}'
     logdir.mkdir(parents=True)
     (logdir / 'config.yaml').write_text('task: gym_CartPole-v1\n')
@@ -209,7 +210,8 @@ def test_learning_report(tmp_path, capsys):
         json.dumps({'step': 1000 * (i + 1), 'episode/score': y}) + '\n'
         for i, y in enumerate(ys)))
   assert study.main(['--study', 'learning', '--root', str(tmp_path),
-                     '--methods', 'cartpole', '--report']) == 0
+                     '--methods', 'cartpole', '--seeds', '5', '6', '7', '8',
+                     '--report']) == 0
   lines = capsys.readouterr().out.splitlines()
   assert lines[:3] == [
       '## cartpole', '| run | env steps | @4,000 | @8,000 | @14,000 | '
@@ -221,6 +223,8 @@ def test_learning_report(tmp_path, capsys):
   assert lines[4] == ('| seed 6 | 15,000 | 50.0 | 50.0 | 50.0 | never '
                       'reached |')
   assert lines[5] == '| seed 7 | not run |'
+  # Marks past its last step have no value yet.
+  assert lines[6] == '| seed 8 | 5,000 | 30.0 | - | - | never reached |'
   assert not list(tmp_path.glob('*/*/done'))  # --report runs nothing.
 
 
