@@ -38,6 +38,7 @@ def test_members_step_equals_one_seed_steps():
         rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # 60 s; tests/test_nets.py checks the batching rule itself.
 def test_image_members_step_equals_one_seed_steps():
   """The same with image observations: the encoder's and decoder's
   convolutions have a kernel per member (nets.per_member batches them by
