@@ -9,17 +9,8 @@ vmapped over it. Every place that depends on the layout asks this object,
 so the agent and the loops have one code path for both.
 """
 
+import elements
 import numpy as np
-
-
-def _map(fn, *trees):
-  """fn over the leaves of equally nested dicts, lists and tuples."""
-  first = trees[0]
-  if isinstance(first, dict):
-    return {k: _map(fn, *(t[k] for t in trees)) for k in first}
-  if isinstance(first, (list, tuple)):
-    return type(first)(_map(fn, *xs) for xs in zip(*trees))
-  return fn(*trees)
 
 
 class MemberAxis:
@@ -43,13 +34,13 @@ class MemberAxis:
     assert len(values) == self.count, (len(values), self.count)
     if not self.stacked:
       return values[0]
-    return _map(lambda *xs: np.stack(xs), *values)
+    return elements.tree.map(lambda *xs: np.stack(xs), *values)
 
   def split(self, tree):
     """The layout -> one pytree per member (stack's inverse)."""
     if not self.stacked:
       return [tree]
-    return [_map(lambda x, k=k: np.asarray(x)[k], tree)
+    return [elements.tree.map(lambda x, k=k: np.asarray(x)[k], tree)
             for k in range(self.count)]
 
   def member_shape(self, shape):

@@ -2,7 +2,7 @@
 as one program (run.seeds).
 
 With N members the agent holds N independent agents along a leading axis
-(its `axis`, embodied/jax/axis.py, says how values are laid out for
+(its `axis`, embodied/core/axis.py, says how values are laid out for
 one member or several); everything else exists once per member:
 its replay, logger (LOGDIR/seed<k>/), step counter, episode statistics,
 extension host state, policy video and envs. The driver steps all N * E envs
